@@ -47,9 +47,13 @@ def capture(
     """Run the whole model on ``prepared`` and keep the activations at ``hook_names`` (only those)."""
     acts: dict[str, Tensor] = {}
 
-    def keeper(name: str) -> Callable[[Tensor], None]:
-        def keep(t: Tensor) -> None:
-            acts[name] = t if keep_graph else t.detach().clone()
+    def keeper(name: str) -> Callable[[Tensor], Tensor | None]:
+        def keep(t: Tensor) -> Tensor | None:
+            if keep_graph:  # hand the (shape-converted) tensor back so it is the one in the graph
+                acts[name] = t
+                return t
+            acts[name] = t.detach().clone()
+            return None
 
         return keep
 

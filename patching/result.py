@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from lens.errors import ToxlensError
+from lens.io import atomic_file
 
 FORMAT_VERSION = 1
 
@@ -152,8 +151,8 @@ class PatchResult:
             "coords": self.coords,
             "metadata": self.metadata,
         }
-        _atomic(out / "result.safetensors", lambda p: save_file(tensors, str(p)))
-        _atomic(out / "result.json", lambda p: Path(p).write_text(json.dumps(header, indent=2, default=str)))
+        atomic_file(out / "result.safetensors", lambda p: save_file(tensors, str(p)))
+        atomic_file(out / "result.json", lambda p: Path(p).write_text(json.dumps(header, indent=2, default=str)))
         return out
 
     @classmethod
@@ -185,14 +184,3 @@ def _cell_name(dims: tuple[str, ...], cell: tuple[Any, ...], component: str | No
     else:
         base = f"L{c['layer']}"
     return f"{base}@{c['pos']}" if "pos" in c else base
-
-
-def _atomic(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -1,0 +1,5 @@
+import sys
+
+from toxlens.cli import main
+
+sys.exit(main())
