@@ -92,11 +92,12 @@ def toxic_token_set(tokenizer: Any, words_file: str | Path | None = None, multi_
         source = str(words_file)
     token_to_words: dict[int, list[str]] = {}
     skipped: list[str] = []
+    special = set(tokenizer.all_special_ids)  # an unknown word must not map to <unk>
     for word in words:
         found = False
         for form in (word, " " + word, word.capitalize(), " " + word.capitalize()):
             ids = tokenizer.encode(form, add_special_tokens=False)
-            if len(ids) == 1:
+            if len(ids) == 1 and ids[0] not in special:
                 words_for = token_to_words.setdefault(ids[0], [])
                 if word not in words_for:
                     words_for.append(word)
@@ -104,7 +105,7 @@ def toxic_token_set(tokenizer: Any, words_file: str | Path | None = None, multi_
         if not found:
             if multi_token == "first":
                 ids = tokenizer.encode(" " + word, add_special_tokens=False)
-                if ids:
+                if ids and ids[0] not in special:
                     token_to_words.setdefault(ids[0], []).append(word)
                     continue
             skipped.append(word)
