@@ -22,12 +22,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lens.loading import load_model  # noqa: E402
-from lens.metrics import ToxicLogMass  # noqa: E402
-from lens.prompts import ContrastPairs, load_pairs  # noqa: E402
-from lens.tokens import toxic_token_set  # noqa: E402
-from patching.activation import activation_patching  # noqa: E402
-from patching.attribution import attribution_patching  # noqa: E402
+from lens.loading import load_model
+from lens.metrics import ToxicLogMass
+from lens.prompts import ContrastPairs, load_pairs
+from lens.tokens import toxic_token_set
+from patching.activation import activation_patching
+from patching.attribution import attribution_patching
 
 
 def best_of(n: int, fn):  # type: ignore[no-untyped-def]
@@ -46,11 +46,14 @@ def tl_head_sweep(model, pairs: ContrastPairs, metric: ToxicLogMass) -> torch.Te
     bridge = model.bridge
     total = torch.zeros(model.n_layers, model.n_heads)
     for _length, idx in pairs.length_groups().items():
-        toxic, benign = pairs.tokens(idx, "toxic").to(model.device), pairs.tokens(idx, "benign").to(model.device)
+        toxic, benign = (
+            pairs.tokens(idx, "toxic").to(model.device),
+            pairs.tokens(idx, "benign").to(model.device),
+        )
         _, toxic_cache = bridge.run_with_cache(toxic, names_filter=lambda name: name.endswith("attn.hook_z"))
         rows = torch.arange(len(idx))
 
-        def tl_metric(logits: torch.Tensor) -> torch.Tensor:
+        def tl_metric(logits: torch.Tensor, rows: torch.Tensor = rows) -> torch.Tensor:
             return metric(logits[:, -1], rows).mean()
 
         with torch.no_grad():
@@ -73,19 +76,25 @@ def main() -> None:
     pairs = ContrastPairs(pairs.pairs[: args.n_pairs], pairs.source, pairs.prepend_bos)
     tokens = toxic_token_set(model.tokenizer)
     metric = ToxicLogMass(tokens.ids, tokens.to_dict())
-    print(f"model {args.model} ({model.info.n_layers} layers x {model.info.n_heads} heads, {model.info.device}, "
-          f"torch threads {torch.get_num_threads()}); {len(pairs)} pairs, lengths "
-          f"{ {k: len(v) for k, v in pairs.length_groups().items()} }; {len(tokens.ids)} toxic tokens")
+    print(
+        f"model {args.model} ({model.info.n_layers} layers x {model.info.n_heads} heads, {model.info.device}, "
+        f"torch threads {torch.get_num_threads()}); {len(pairs)} pairs, lengths "
+        f"{ {k: len(v) for k, v in pairs.length_groups().items()} }; {len(tokens.ids)} toxic tokens"
+    )
 
     with torch.no_grad():  # warm-up (first-call set-up inside the bridge)
         model.bridge(pairs.tokens(pairs.length_groups()[next(iter(pairs.length_groups()))], "benign")[:1])
     t_tl, tl = best_of(args.repeat, lambda: tl_head_sweep(model, pairs, metric))
-    t_tx, res = best_of(args.repeat, lambda: activation_patching(model, pairs, metric, "heads", progress=False))
+    t_tx, res = best_of(
+        args.repeat, lambda: activation_patching(model, pairs, metric, "heads", progress=False)
+    )
     ours = res.patched.mean(0)
     diff = (ours - tl).abs().max().item()
     print(f"TransformerLens get_act_patch_attn_head_out_all_pos: {t_tl:8.2f} s")
     print(f"toxlens activation_patching(target='heads'):         {t_tx:8.2f} s")
-    print(f"same scores: max |diff| of the per-head metric = {diff:.2e} ({'OK' if diff < 1e-3 else 'MISMATCH'})")
+    print(
+        f"same scores: max |diff| of the per-head metric = {diff:.2e} ({'OK' if diff < 1e-3 else 'MISMATCH'})"
+    )
     print(f"speed-up: {t_tl / t_tx:.2f}x (target >= 3x)")
 
     def one_forward() -> None:
@@ -95,8 +104,10 @@ def main() -> None:
 
     t_fwd, _ = best_of(max(3, args.repeat), one_forward)
     t_attr, _ = best_of(args.repeat, lambda: attribution_patching(model, pairs, metric, "components"))
-    print(f"one forward pass over the same prompts: {t_fwd:.3f} s; attribution patching (all heads + MLPs): "
-          f"{t_attr:.3f} s = {t_attr / t_fwd:.2f} forward passes (target <= 4)")
+    print(
+        f"one forward pass over the same prompts: {t_fwd:.3f} s; attribution patching (all heads + MLPs): "
+        f"{t_attr:.3f} s = {t_attr / t_fwd:.2f} forward passes (target <= 4)"
+    )
     if diff >= 1e-3:
         raise SystemExit("scores differ between TransformerLens and toxlens")
 

@@ -21,13 +21,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from interventions.edits import ablate  # noqa: E402
-from lens.components import head_name  # noqa: E402
-from lens.loading import load_model  # noqa: E402
-from lens.metrics import ToxicLogMass  # noqa: E402
-from lens.model import LensModel  # noqa: E402
-from lens.prompts import ContrastPairs, load_pairs  # noqa: E402
-from lens.tokens import toxic_token_set  # noqa: E402
+from interventions.edits import ablate
+from lens.components import head_name
+from lens.loading import load_model
+from lens.metrics import ToxicLogMass
+from lens.model import LensModel
+from lens.prompts import ContrastPairs, load_pairs
+from lens.tokens import toxic_token_set
 
 
 @torch.no_grad()
@@ -72,16 +72,25 @@ def main() -> None:
     rd = torch.tensor(random_drops)
     at_least = int((rd >= top_drop).sum())
     result = {
-        "model": model.spec, "k": args.k, "top_heads": top, "m_toxic": base, "top_k_drop": top_drop,
-        "random_drop_mean": float(rd.mean()), "random_drop_std": float(rd.std()),
-        "random_drop_min": float(rd.min()), "random_drop_max": float(rd.max()),
-        "random_sets_dropping_at_least_as_much": at_least, "n_random": args.n_random,
+        "model": model.spec,
+        "k": args.k,
+        "top_heads": top,
+        "m_toxic": base,
+        "top_k_drop": top_drop,
+        "random_drop_mean": float(rd.mean()),
+        "random_drop_std": float(rd.std()),
+        "random_drop_min": float(rd.min()),
+        "random_drop_max": float(rd.max()),
+        "random_sets_dropping_at_least_as_much": at_least,
+        "n_random": args.n_random,
         "z_score": float((top_drop - rd.mean()) / rd.std()) if rd.std() > 0 else None,
     }
     print(f"m(toxic) = {base:.4f} (log toxic mass, mean over {len(pairs)} pairs)")
     print(f"top-{args.k} heads {top}: drop {top_drop:.4f}")
-    print(f"{args.n_random} random sets of {args.k} heads: drop mean {rd.mean():.4f} ± {rd.std():.4f} "
-          f"(min {rd.min():.4f}, max {rd.max():.4f}); {at_least}/{args.n_random} random sets drop as much or more")
+    print(
+        f"{args.n_random} random sets of {args.k} heads: drop mean {rd.mean():.4f} ± {rd.std():.4f} "
+        f"(min {rd.min():.4f}, max {rd.max():.4f}); {at_least}/{args.n_random} random sets drop as much or more"
+    )
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))
 

@@ -39,7 +39,7 @@ from lens.model import LensModel
 from patching.result import PatchResult
 
 Components = Sequence[str] | PatchResult
-Reference = Sequence[str | Int[Tensor, "pos"] | Int[Tensor, "batch pos"]]  # noqa: F821
+Reference = Sequence[str | Int[Tensor, "pos"] | Int[Tensor, "batch pos"]]
 ABLATION_MODES = ("zero", "mean", "resample")
 DIRECTION_MODES = ("project", "subtract")
 SITES = {
@@ -282,7 +282,7 @@ def scale(model: LensModel, components: Components, factor: float, top_k: int = 
 def subtract_direction(
     model: LensModel,
     site: str,
-    direction: Float[Tensor, "d_model"],  # noqa: F821
+    direction: Float[Tensor, "d_model"],
     layer: int,
     mode: str = "project",
     alpha: float = 1.0,
@@ -345,7 +345,7 @@ def output_weights(model: LensModel, comp: Component) -> tuple[nn.Parameter, nn.
 def project_out_weights(
     model: LensModel,
     components: Components,
-    direction: Float[Tensor, "d_model"],  # noqa: F821
+    direction: Float[Tensor, "d_model"],
     top_k: int = 10,
 ) -> Edit:
     """Remove ``direction`` from what the components write: ``W ← W − d̂(d̂ᵀW)`` on their output weights.
@@ -385,7 +385,7 @@ def project_out_weights(
 
 def _project(
     w: Float[Tensor, "d_model n"],
-    d: Float[Tensor, "d_model"],  # noqa: F821
+    d: Float[Tensor, "d_model"],
 ) -> Float[Tensor, "d_model n"]:
     w64, d64 = w.double(), d.to(w.device)
     return (w64 - d64[:, None] * (d64 @ w64)[None]).to(w.dtype)

@@ -47,7 +47,9 @@ def parse_component(name: str, n_layers: int | None = None, n_heads: int | None 
     if n_layers is not None and layer >= n_layers:
         raise ToxlensError(f"component {name!r}: layer {layer} does not exist (model has {n_layers} layers)")
     if n_heads is not None and head is not None and head >= n_heads:
-        raise ToxlensError(f"component {name!r}: head {head} does not exist (model has {n_heads} heads per layer)")
+        raise ToxlensError(
+            f"component {name!r}: head {head} does not exist (model has {n_heads} heads per layer)"
+        )
     return Component(kind, layer, head, pos)
 
 

@@ -42,15 +42,14 @@ def attn_out_name(layer: int) -> str:
     return f"blocks.{layer}.hook_attn_out"
 
 
-def hook_point(model: Any, name: str) -> nn.Module:
+def hook_point(model: Any, name: str) -> Any:
     """The HookPoint called ``name``; unknown names raise with the closest known names."""
     hook_dict = model.hook_dict
     if name not in hook_dict:
         close = difflib.get_close_matches(name, list(hook_dict), n=3)
         hint = f"; closest: {', '.join(close)}" if close else ""
         raise ToxlensError(f"unknown hook name {name!r} (model has {len(hook_dict)} hook points{hint})")
-    module: nn.Module = hook_dict[name]
-    return module
+    return hook_dict[name]
 
 
 @contextmanager

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import importlib
 import importlib.util
 import logging
 import os
@@ -84,7 +86,9 @@ def load_model(spec: str = "gpt2", device: str | None = None, dtype: str = "floa
             hf_model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, **kwargs)
     elif path.is_dir():
         if not (path / "config.json").is_file():
-            raise ToxlensError(f"model directory {str(path)!r} has no config.json (expected Hugging Face format)")
+            raise ToxlensError(
+                f"model directory {str(path)!r} has no config.json (expected Hugging Face format)"
+            )
         with _quiet():
             tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
             hf_model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, **kwargs)
@@ -92,7 +96,8 @@ def load_model(spec: str = "gpt2", device: str | None = None, dtype: str = "floa
         raise ToxlensError(f"model path {spec!r} does not exist")
     else:
         tokenizer, hf_model = _load_from_hub(spec, kwargs)
-    return from_hf(hf_model.to(dev).eval(), tokenizer, spec)
+    hf_model = hf_model.to(dev)  # type: ignore[arg-type]
+    return from_hf(hf_model.eval(), tokenizer, spec)
 
 
 def from_hf(hf_model: Any, tokenizer: Any, spec: str) -> LensModel:
@@ -136,7 +141,9 @@ def _load_from_hub(name: str, kwargs: dict[str, Any]) -> tuple[Any, Any]:
             tokenizer = AutoTokenizer.from_pretrained(name)
             model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as err:
-        raise ToxlensError(f"unknown model {name!r}: the Hugging Face hub has no such causal LM ({err})") from err
+        raise ToxlensError(
+            f"unknown model {name!r}: the Hugging Face hub has no such causal LM ({err})"
+        ) from err
     return tokenizer, model
 
 
@@ -165,7 +172,13 @@ def _quiet() -> Any:
         import transformers
 
         transformers.utils.logging.disable_progress_bar()
-        yield
+        gguf_utils = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
+        saved_tqdm = gguf_utils.tqdm  # its de-quantisation bar ignores transformers' switch
+        gguf_utils.tqdm = functools.partial(saved_tqdm, disable=True)
+        try:
+            yield
+        finally:
+            gguf_utils.tqdm = saved_tqdm
     finally:
         for n, lvl in levels.items():
             logging.getLogger(n if n != "root" else None).setLevel(lvl)

@@ -22,7 +22,9 @@ class Metric:
     name: str = "metric"
     formula: str = ""
 
-    def __call__(self, logits: Float[Tensor, "batch d_vocab"], pair_index: Int[Tensor, "batch"]) -> Float[Tensor, "batch"]:
+    def __call__(
+        self, logits: Float[Tensor, "batch d_vocab"], pair_index: Int[Tensor, "batch"]
+    ) -> Float[Tensor, "batch"]:
         raise NotImplementedError
 
     def to_dict(self) -> dict[str, Any]:
@@ -40,9 +42,13 @@ class ToxicLogMass(Metric):
         self.ids = ids
         self.info = token_set_info or {"n_tokens": int(ids.numel())}
 
-    def __call__(self, logits: Float[Tensor, "batch d_vocab"], pair_index: Int[Tensor, "batch"]) -> Float[Tensor, "batch"]:
+    def __call__(
+        self, logits: Float[Tensor, "batch d_vocab"], pair_index: Int[Tensor, "batch"]
+    ) -> Float[Tensor, "batch"]:
         if int(self.ids.max()) >= logits.shape[-1]:
-            raise ToxlensError(f"toxic token id {int(self.ids.max())} outside the vocabulary of size {logits.shape[-1]}")
+            raise ToxlensError(
+                f"toxic token id {int(self.ids.max())} outside the vocabulary of size {logits.shape[-1]}"
+            )
         logp = torch.log_softmax(logits.float(), dim=-1)
         return torch.logsumexp(logp[:, self.ids.to(logits.device)], dim=-1)
 
@@ -63,7 +69,9 @@ class LogitDiff(Metric):
                 f"and {tuple(self.benign.shape)}"
             )
 
-    def __call__(self, logits: Float[Tensor, "batch d_vocab"], pair_index: Int[Tensor, "batch"]) -> Float[Tensor, "batch"]:
+    def __call__(
+        self, logits: Float[Tensor, "batch d_vocab"], pair_index: Int[Tensor, "batch"]
+    ) -> Float[Tensor, "batch"]:
         idx = pair_index.to(self.toxic.device)
         rows = torch.arange(logits.shape[0], device=logits.device)
         t, b = self.toxic[idx].to(logits.device), self.benign[idx].to(logits.device)
@@ -72,7 +80,8 @@ class LogitDiff(Metric):
 
 def logit_diff_from_pairs(pairs: Any, tokenizer: Any) -> LogitDiff:
     """Build a :class:`LogitDiff` from the pairs' ``toxic_target`` / ``benign_target`` fields."""
-    tox, ben = [], []
+    tox: list[int] = []
+    ben: list[int] = []
     for pair in pairs.pairs:
         for side, text in (("toxic_target", pair.toxic_target), ("benign_target", pair.benign_target)):
             if text is None:

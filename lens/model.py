@@ -105,7 +105,9 @@ class LensModel:
         if prepend_bos:
             bos = self.tokenizer.bos_token_id
             if bos is None:
-                raise ToxlensError(f"prepend_bos requested but the tokenizer of {self.spec!r} has no BOS token")
+                raise ToxlensError(
+                    f"prepend_bos requested but the tokenizer of {self.spec!r} has no BOS token"
+                )
             if not ids or ids[0] != bos:
                 ids = [bos, *ids]
         return ids
@@ -120,7 +122,9 @@ class LensModel:
         too and that row is used, so the arguments broadcast over any batch size.
         """
         if tokens.ndim != 2 or tokens.shape[0] == 0:
-            raise ToxlensError(f"tokens must be a non-empty [batch, pos] tensor, got shape {tuple(tokens.shape)}")
+            raise ToxlensError(
+                f"tokens must be a non-empty [batch, pos] tensor, got shape {tuple(tokens.shape)}"
+            )
         resid, args, kwargs = self._capture_block0(tokens)
         if tokens.shape[0] > 1:
             _, args1, kwargs1 = self._capture_block0(tokens[:1])

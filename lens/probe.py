@@ -43,14 +43,14 @@ class Probe:
     layer: int
     hook: str
     pooling: str
-    weight: Float[Tensor, "d_model"]  # noqa: F821  (on standardised features)
+    weight: Float[Tensor, "d_model"]
     bias: float
-    mean: Float[Tensor, "d_model"]  # noqa: F821
-    std: Float[Tensor, "d_model"]  # noqa: F821
+    mean: Float[Tensor, "d_model"]
+    std: Float[Tensor, "d_model"]
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def direction(self) -> Float[Tensor, "d_model"]:  # noqa: F821
+    def direction(self) -> Float[Tensor, "d_model"]:
         """Unit vector in residual space along which the logit grows (``weight / std``, normalised)."""
         raw = self.weight / self.std
         return raw / raw.norm()
@@ -183,14 +183,16 @@ def train_probe(
     C: float = 1.0,
     batch_size: int = 32,
     positive_labels: Sequence[str] = (),
+    prepend_bos: bool = False,
 ) -> Probe:
     """Fit a probe at one layer; held-out metrics are in ``probe.metadata``."""
     y = _check_labels(texts, labels)
-    feats = collect_residuals(model, texts, [layer], batch_size, hook, pooling)[layer]
+    feats = collect_residuals(model, texts, [layer], batch_size, hook, pooling, prepend_bos)[layer]
     meta = {
         "spec": model.spec,
         "data_hash": data_hash(texts, labels),
         "positive_labels": list(positive_labels),
+        "prepend_bos": prepend_bos,
     }
     return fit_probe(feats, y, layer, hook, pooling, test_fraction, seed, C, meta)
 
@@ -206,11 +208,12 @@ def train_all_layers(
     seed: int = 0,
     C: float = 1.0,
     batch_size: int = 32,
+    prepend_bos: bool = False,
 ) -> dict[int, dict[str, float]]:
     """Held-out metrics of a probe at every layer (features collected in one pass)."""
     y = _check_labels(texts, labels)
     layers = list(range(model.n_layers)) if layers is None else list(layers)
-    feats = collect_residuals(model, texts, layers, batch_size, hook, pooling)
+    feats = collect_residuals(model, texts, layers, batch_size, hook, pooling, prepend_bos)
     out = {}
     for layer in layers:
         m = fit_probe(feats[layer], y, layer, hook, pooling, test_fraction, seed, C).metadata
@@ -220,7 +223,7 @@ def train_all_layers(
 
 def fit_probe(
     feats: Float[Tensor, "n d_model"],
-    y: Int[Tensor, "n"],  # noqa: F821
+    y: Int[Tensor, "n"],
     layer: int,
     hook: str,
     pooling: str,
@@ -266,7 +269,7 @@ def fit_probe(
     return probe
 
 
-def split(y: Int[Tensor, "n"], test_fraction: float, seed: int) -> tuple[list[int], list[int]]:  # noqa: F821
+def split(y: Int[Tensor, "n"], test_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Seeded stratified split: per class, ``ceil(test_fraction · n_class)`` examples are held out."""
     gen = torch.Generator().manual_seed(seed)
     train: list[int] = []
@@ -280,7 +283,7 @@ def split(y: Int[Tensor, "n"], test_fraction: float, seed: int) -> tuple[list[in
     return sorted(train), sorted(test)
 
 
-def roc_auc(scores: Float[Tensor, "n"], y: Int[Tensor, "n"]) -> float:  # noqa: F821
+def roc_auc(scores: Float[Tensor, "n"], y: Int[Tensor, "n"]) -> float:
     """ROC AUC = P(score of a positive > score of a negative), ties counting one half."""
     pos, neg = scores[y == 1].double(), scores[y == 0].double()
     diff = pos[:, None] - neg[None, :]

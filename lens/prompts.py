@@ -84,7 +84,9 @@ def parse_pairs(
         except json.JSONDecodeError as err:
             raise ToxlensError(f"{where}: malformed JSON ({err.msg} at column {err.colno})") from err
         if not isinstance(obj, dict):
-            raise ToxlensError(f"{where}: expected a JSON object with 'toxic' and 'benign', got {type(obj).__name__}")
+            raise ToxlensError(
+                f"{where}: expected a JSON object with 'toxic' and 'benign', got {type(obj).__name__}"
+            )
         for key in ("toxic", "benign"):
             if not isinstance(obj.get(key), str) or not obj[key]:
                 raise ToxlensError(f"{where}: field {key!r} must be a non-empty string, got {obj.get(key)!r}")
@@ -99,12 +101,21 @@ def parse_pairs(
                 f"{len(benign_ids)} tokens; a pair must tokenize to the same length"
             )
         if len(toxic_ids) > n_ctx:
-            raise ToxlensError(f"{where}: prompt is {len(toxic_ids)} tokens, past the model's context length {n_ctx}")
+            raise ToxlensError(
+                f"{where}: prompt is {len(toxic_ids)} tokens, past the model's context length {n_ctx}"
+            )
         if len(toxic_ids) == 0:
             raise ToxlensError(f"{where}: prompt tokenizes to zero tokens")
         pairs.append(
-            Pair(obj["toxic"], obj["benign"], toxic_ids, benign_ids, number,
-                 obj.get("toxic_target"), obj.get("benign_target"))
+            Pair(
+                obj["toxic"],
+                obj["benign"],
+                toxic_ids,
+                benign_ids,
+                number,
+                obj.get("toxic_target"),
+                obj.get("benign_target"),
+            )
         )
     if not pairs:
         raise ToxlensError(f"{source}: file has no contrast pairs (empty)")

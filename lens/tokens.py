@@ -60,7 +60,9 @@ def default_words(min_prob: float = DEFAULT_MIN_PROB) -> tuple[str, ...]:
         from profanity_check import predict_prob
         from profanity_check.profanity_check import vectorizer
     except ImportError as err:  # pragma: no cover - dependency of the package
-        raise ToxlensError("the default toxic word list needs alt-profanity-check: pip install alt-profanity-check") from err
+        raise ToxlensError(
+            "the default toxic word list needs alt-profanity-check: pip install alt-profanity-check"
+        ) from err
     vocab = sorted(w for w in vectorizer.vocabulary_ if w.isalpha() and w.isascii())
     probs = predict_prob(vocab)
     return tuple(w for w, p in zip(vocab, probs) if p >= min_prob)
@@ -80,7 +82,9 @@ def read_words(path: str | Path) -> list[str]:
     return words
 
 
-def toxic_token_set(tokenizer: Any, words_file: str | Path | None = None, multi_token: str = "skip") -> ToxicTokenSet:
+def toxic_token_set(
+    tokenizer: Any, words_file: str | Path | None = None, multi_token: str = "skip"
+) -> ToxicTokenSet:
     """Map a word list to single-token ids of ``tokenizer`` (see module docstring)."""
     if multi_token not in MULTI_TOKEN_MODES:
         raise ToxlensError(f"multi_token must be one of {MULTI_TOKEN_MODES}, got {multi_token!r}")
@@ -110,6 +114,8 @@ def toxic_token_set(tokenizer: Any, words_file: str | Path | None = None, multi_
                     continue
             skipped.append(word)
     if not token_to_words:
-        raise ToxlensError(f"none of the {len(words)} toxic words ({source}) is a single token for this tokenizer")
+        raise ToxlensError(
+            f"none of the {len(words)} toxic words ({source}) is a single token for this tokenizer"
+        )
     ids = sorted(token_to_words)
     return ToxicTokenSet(ids, token_to_words, skipped, source, multi_token, n_words=len(words))

@@ -90,9 +90,7 @@ def run_patches(
     needed = sorted({p.hook_name for p in patches if p.site != "resid_pre"})
     timings = {"cache_s": 0.0, "sweep_s": 0.0}
     groups = pairs.length_groups()
-    n_steps = sum(
-        -(-len(idx) * len(js) // batch_size) for idx in groups.values() for js in by_layer.values()
-    )
+    n_steps = sum(-(-len(idx) * len(js) // batch_size) for idx in groups.values() for js in by_layer.values())
     bar = tqdm(total=n_steps, desc="activation patching", unit="fwd", delay=3.0, disable=not progress)
     try:
         for _length, idx in groups.items():
@@ -103,9 +101,9 @@ def run_patches(
             toxic = model.prepare(pairs.tokens(idx, "toxic"))
             benign_resid, benign_final = residuals_by_layer(model, benign)
             toxic_final, toxic_acts = capture(model, toxic, needed)
-            toxic_resid = {}
+            toxic_resid: list[Tensor] = []
             if any(p.site == "resid_pre" for p in patches):
-                toxic_resid, _ = residuals_by_layer(model, toxic)  # type: ignore[assignment]
+                toxic_resid, _ = residuals_by_layer(model, toxic)
             m_benign[idx] = metric(model.logits_at(benign_final), pair_ids).float().cpu()
             m_toxic[idx] = metric(model.logits_at(toxic_final), pair_ids).float().cpu()
             timings["cache_s"] += time.perf_counter() - t0
@@ -115,7 +113,16 @@ def run_patches(
                 for start in range(0, len(rows), batch_size):
                     chunk = rows[start : start + batch_size]
                     values = _patched_forward(
-                        model, benign, layer, chunk, patches, benign_resid, toxic_acts, toxic_resid, metric, pair_ids
+                        model,
+                        benign,
+                        layer,
+                        chunk,
+                        patches,
+                        benign_resid,
+                        toxic_acts,
+                        toxic_resid,
+                        metric,
+                        pair_ids,
                     )
                     for (a, j), v in zip(chunk, values.tolist()):
                         patched[idx[a], j] = v
@@ -134,7 +141,7 @@ def _patched_forward(
     patches: list[Patch],
     benign_resid: list[Tensor],
     toxic_acts: dict[str, Tensor],
-    toxic_resid: Any,
+    toxic_resid: list[Tensor],
     metric: Metric,
     pair_ids: Tensor,
 ) -> Tensor:
@@ -182,10 +189,22 @@ def activation_patching(
     ``resid_by_pos``, ``heads_by_pos``) → :class:`PatchResult`."""
     spec = _spec(target, model, pairs)
     t0 = time.perf_counter()
-    patched, m_toxic, m_benign, timings = run_patches(model, pairs, metric, spec.patches, batch_size, progress)
+    patched, m_toxic, m_benign, timings = run_patches(
+        model, pairs, metric, spec.patches, batch_size, progress
+    )
     timings["total_s"] = time.perf_counter() - t0
-    return build_result("activation", spec, patched, m_toxic, m_benign, model, pairs, metric, timings,
-                        {"definition": DEFINITION, "batch_size": batch_size})
+    return build_result(
+        "activation",
+        spec,
+        patched,
+        m_toxic,
+        m_benign,
+        model,
+        pairs,
+        metric,
+        timings,
+        {"definition": DEFINITION, "batch_size": batch_size},
+    )
 
 
 def _spec(target: str, model: LensModel, pairs: ContrastPairs) -> SweepSpec:
@@ -211,14 +230,19 @@ def build_result(
         "component": spec.component,
         "model": model.info.to_dict(),
         "metric": metric.to_dict(),
-        "pairs": {"source": pairs.source, "n_pairs": len(pairs), "prepend_bos": pairs.prepend_bos,
-                  "lengths": {str(k): len(v) for k, v in pairs.length_groups().items()}},
+        "pairs": {
+            "source": pairs.source,
+            "n_pairs": len(pairs),
+            "prepend_bos": pairs.prepend_bos,
+            "lengths": {str(k): len(v) for k, v in pairs.length_groups().items()},
+        },
         "positions": "all" if spec.target in ("components", "heads", "mlps") else "one per cell",
         "timings": timings,
         **extra,
     }
-    return PatchResult(method, spec.dims, spec.coords, patched.reshape(len(pairs), *shape), m_toxic, m_benign,
-                       metadata)
+    return PatchResult(
+        method, spec.dims, spec.coords, patched.reshape(len(pairs), *shape), m_toxic, m_benign, metadata
+    )
 
 
 def patch_components(model: LensModel, pairs: ContrastPairs, metric: Metric, **kw: Any) -> PatchResult:

@@ -64,7 +64,7 @@ def estimate_patches(
                 contrib = contrib[:, p.pos : p.pos + 1]
             if p.head is not None:
                 contrib = contrib[:, :, p.head]
-            patched[idx, j] = (m_benign[idx] + contrib.reshape(len(idx), -1).sum(-1).cpu())
+            patched[idx, j] = m_benign[idx] + contrib.reshape(len(idx), -1).sum(-1).cpu()
         timings["forward_backward_s"] += time.perf_counter() - t0
     return patched, m_toxic, m_benign, timings
 
@@ -77,5 +77,15 @@ def attribution_patching(
     t0 = time.perf_counter()
     patched, m_toxic, m_benign, timings = estimate_patches(model, pairs, metric, spec.patches)
     timings["total_s"] = time.perf_counter() - t0
-    return build_result("attribution", spec, patched, m_toxic, m_benign, model, pairs, metric, timings,
-                        {"definition": DEFINITION})
+    return build_result(
+        "attribution",
+        spec,
+        patched,
+        m_toxic,
+        m_benign,
+        model,
+        pairs,
+        metric,
+        timings,
+        {"definition": DEFINITION},
+    )

@@ -30,8 +30,17 @@ from patching.attribution import attribution_patching
 from patching.result import PatchResult
 
 METHODS = ("activation", "attribution", "both")
-CSV_COLUMNS = ["component", "kind", "layer", "head", "score_activation", "score_attribution", "ci_low", "ci_high",
-               "rank"]
+CSV_COLUMNS = [
+    "component",
+    "kind",
+    "layer",
+    "head",
+    "score_activation",
+    "score_attribution",
+    "ci_low",
+    "ci_high",
+    "rank",
+]
 
 
 @dataclass
@@ -53,12 +62,14 @@ class LocateResult:
         primary = self.primary
         names = primary.names()
         parsed = [parse_component(n) for n in names]
-        frame = pd.DataFrame({
-            "component": names,
-            "kind": [c.kind for c in parsed],
-            "layer": [c.layer for c in parsed],
-            "head": pd.array([c.head for c in parsed], dtype="Int64"),
-        })
+        frame = pd.DataFrame(
+            {
+                "component": names,
+                "kind": [c.kind for c in parsed],
+                "layer": [c.layer for c in parsed],
+                "head": pd.array([c.head for c in parsed], dtype="Int64"),
+            }
+        )
         for label, result in (("activation", self.activation), ("attribution", self.attribution)):
             frame[f"score_{label}"] = result.mean.numpy() if result is not None else np.nan
         frame["ci_low"] = primary.ci_low.numpy()
@@ -102,8 +113,9 @@ def locate(
         timings["attribution_s"] = time.perf_counter() - t0
     if method in ("activation", "both"):
         t0 = time.perf_counter()
-        activation = activation_patching(model, pairs, metric, "components", batch_size=batch_size,
-                                         progress=progress)
+        activation = activation_patching(
+            model, pairs, metric, "components", batch_size=batch_size, progress=progress
+        )
         timings["activation_s"] = time.perf_counter() - t0
     return LocateResult(activation, attribution, timings)
 
@@ -118,28 +130,44 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def summary(result: LocateResult, model: LensModel, pairs: ContrastPairs, metric: Metric, top_k: int,
-            timings: dict[str, float]) -> dict[str, Any]:
+def summary(
+    result: LocateResult,
+    model: LensModel,
+    pairs: ContrastPairs,
+    metric: Metric,
+    top_k: int,
+    timings: dict[str, float],
+) -> dict[str, Any]:
     primary = result.primary
     info = model.info.to_dict()
     return {
         "model": {"spec": model.spec, **info},
         "metric": {**metric.to_dict(), "averaged_over": "pairs"},
-        "definitions": {"activation": ACTIVATION_DEFINITION, "attribution": ATTRIBUTION_DEFINITION,
-                        "ci": f"percentile bootstrap over pairs, {primary.metadata['n_boot']} resamples, "
-                              f"level {primary.metadata['ci_level']}, seed {primary.metadata['bootstrap_seed']}",
-                        "component_output": "head (l,h): blocks.l.attn.hook_z[:, :, h] at every position; "
-                                            "MLP l: blocks.l.hook_mlp_out at every position"},
+        "definitions": {
+            "activation": ACTIVATION_DEFINITION,
+            "attribution": ATTRIBUTION_DEFINITION,
+            "ci": f"percentile bootstrap over pairs, {primary.metadata['n_boot']} resamples, "
+            f"level {primary.metadata['ci_level']}, seed {primary.metadata['bootstrap_seed']}",
+            "component_output": "head (l,h): blocks.l.attn.hook_z[:, :, h] at every position; "
+            "MLP l: blocks.l.hook_mlp_out at every position",
+        },
         "m_toxic": float(primary.m_toxic.mean()),
         "m_benign": float(primary.m_benign.mean()),
         "m_toxic_per_pair": primary.m_toxic.tolist(),
         "m_benign_per_pair": primary.m_benign.tolist(),
         "prepend_bos": pairs.prepend_bos,
-        "counts": {"pairs": len(pairs), "layers": info["n_layers"], "heads_per_layer": info["n_heads"],
-                   "heads": info["n_layers"] * info["n_heads"], "mlps": info["n_layers"],
-                   "components": len(primary.names()),
-                   "pair_lengths": {str(k): len(v) for k, v in pairs.length_groups().items()}},
-        "methods": [m for m, r in (("activation", result.activation), ("attribution", result.attribution)) if r],
+        "counts": {
+            "pairs": len(pairs),
+            "layers": info["n_layers"],
+            "heads_per_layer": info["n_heads"],
+            "heads": info["n_layers"] * info["n_heads"],
+            "mlps": info["n_layers"],
+            "components": len(primary.names()),
+            "pair_lengths": {str(k): len(v) for k, v in pairs.length_groups().items()},
+        },
+        "methods": [
+            m for m, r in (("activation", result.activation), ("attribution", result.attribution)) if r
+        ],
         "pearson_r_heads": result.pearson_r("head"),
         "pearson_r_all": result.pearson_r(None),
         "top_k": result.top_k(top_k).astype(object).where(lambda f: f.notna(), None).to_dict("records"),

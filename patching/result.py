@@ -99,7 +99,9 @@ class PatchResult:
             idx = torch.randint(0, n, (n_boot, n), generator=gen)
             weights = torch.zeros(n_boot, n).scatter_add_(1, idx, torch.ones(n_boot, n)) / n
             flat = self.patched.reshape(n, -1)
-            boot = _ratio_of_means(weights @ flat, (weights @ self.m_toxic)[:, None], (weights @ self.m_benign)[:, None])
+            boot = _ratio_of_means(
+                weights @ flat, (weights @ self.m_toxic)[:, None], (weights @ self.m_benign)[:, None]
+            )
             alpha = (1 - level) / 2
             q = torch.quantile(boot, torch.tensor([alpha, 1 - alpha]), dim=0)
             self._ci = (q[0].reshape(self.shape), q[1].reshape(self.shape))
@@ -152,7 +154,9 @@ class PatchResult:
             "metadata": self.metadata,
         }
         atomic_file(out / "result.safetensors", lambda p: save_file(tensors, str(p)))
-        atomic_file(out / "result.json", lambda p: Path(p).write_text(json.dumps(header, indent=2, default=str)))
+        atomic_file(
+            out / "result.json", lambda p: Path(p).write_text(json.dumps(header, indent=2, default=str))
+        )
         return out
 
     @classmethod
@@ -160,13 +164,24 @@ class PatchResult:
         d = Path(directory)
         js, st = d / "result.json", d / "result.safetensors"
         if not js.is_file() or not st.is_file():
-            raise ToxlensError(f"{str(d)!r} holds no saved PatchResult (need result.json and result.safetensors)")
+            raise ToxlensError(
+                f"{str(d)!r} holds no saved PatchResult (need result.json and result.safetensors)"
+            )
         header = json.loads(js.read_text())
         if header.get("format_version") != FORMAT_VERSION:
-            raise ToxlensError(f"{js}: format_version {header.get('format_version')!r}, expected {FORMAT_VERSION}")
+            raise ToxlensError(
+                f"{js}: format_version {header.get('format_version')!r}, expected {FORMAT_VERSION}"
+            )
         t = load_file(str(st))
-        return cls(header["method"], tuple(header["dims"]), header["coords"], t["patched"], t["m_toxic"],
-                   t["m_benign"], header["metadata"])
+        return cls(
+            header["method"],
+            tuple(header["dims"]),
+            header["coords"],
+            t["patched"],
+            t["m_toxic"],
+            t["m_benign"],
+            header["metadata"],
+        )
 
 
 def _ratio_of_means(patched: Tensor, m_toxic: Tensor, m_benign: Tensor) -> Tensor:

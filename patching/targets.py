@@ -56,10 +56,16 @@ def sweep_spec(target: str, model: LensModel, seq_len: int | None = None) -> Swe
             patches.append(Patch("z", c.layer, c.head) if c.kind == "head" else Patch("mlp_out", c.layer))
         return SweepSpec(target, ("component",), {"component": names}, patches)
     if target == "heads":
-        return SweepSpec(target, ("layer", "head"), {"layer": layers, "head": heads},
-                         [Patch("z", layer, h) for layer in layers for h in heads])
+        return SweepSpec(
+            target,
+            ("layer", "head"),
+            {"layer": layers, "head": heads},
+            [Patch("z", layer, h) for layer in layers for h in heads],
+        )
     if target == "mlps":
-        return SweepSpec(target, ("layer",), {"layer": layers}, [Patch("mlp_out", layer) for layer in layers], "mlp")
+        return SweepSpec(
+            target, ("layer",), {"layer": layers}, [Patch("mlp_out", layer) for layer in layers], "mlp"
+        )
     if target in ("resid_by_pos", "heads_by_pos"):
         if seq_len is None:
             raise ToxlensError(
@@ -67,8 +73,17 @@ def sweep_spec(target: str, model: LensModel, seq_len: int | None = None) -> Swe
             )
         pos = list(range(seq_len))
         if target == "resid_by_pos":
-            return SweepSpec(target, ("layer", "pos"), {"layer": layers, "pos": pos},
-                             [Patch("resid_pre", layer, None, p) for layer in layers for p in pos], "resid_pre")
-        return SweepSpec(target, ("layer", "head", "pos"), {"layer": layers, "head": heads, "pos": pos},
-                         [Patch("z", layer, h, p) for layer in layers for h in heads for p in pos])
+            return SweepSpec(
+                target,
+                ("layer", "pos"),
+                {"layer": layers, "pos": pos},
+                [Patch("resid_pre", layer, None, p) for layer in layers for p in pos],
+                "resid_pre",
+            )
+        return SweepSpec(
+            target,
+            ("layer", "head", "pos"),
+            {"layer": layers, "head": heads, "pos": pos},
+            [Patch("z", layer, h, p) for layer in layers for h in heads for p in pos],
+        )
     raise ToxlensError(f"unknown patching target {target!r}; expected one of {', '.join(TARGETS)}")

@@ -12,9 +12,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny import tiny  # noqa: E402
+from tiny import tiny
 
-from lens.model import LensModel  # noqa: E402
+from lens.model import LensModel
 
 # The test models are tiny: one intra-op thread is fastest, and avoids the spin-wait slowdowns
 # (10-100x) that several threads cause on a shared, busy CPU.

@@ -1,34 +1,41 @@
-"""Tiny GPT-2 / Llama models with a hand-planted toxicity circuit: head ``L1H2`` → MLP ``L2.mlp``.
+"""Tiny GPT-2 / Llama models with a hand-planted toxicity circuit: by default head ``L1H2`` → MLP ``L2.mlp``.
 
-Built from :func:`tiny.hf_model` (seeded random weights), then edited under ``torch.no_grad``. Four
-residual-stream coordinates are reserved (their rows/columns are cleared everywhere first):
+Built from :func:`tiny.hf_model` (seeded random weights), then edited under ``torch.no_grad``. Five
+residual-stream coordinates are reserved; first they are cleared in every embedding, position
+embedding and unembedding, and no component except the chosen two writes them:
 
 * ``MARK``  — the embeddings of the toxic marker words ("idiot", "jerk") have ``MARK = A``; every other
-  token and every position embedding has 0;
+  token has 0;
 * ``MOVED`` — written only by the chosen head: its query weights are zero, so it attends uniformly to
-  the prefix, its value reads ``MARK`` and its output writes ``MOVED``: it carries "a toxic word occurred
-  somewhere" to the last position (the marker is never the last token of the prompts);
-* ``TOX``   — written only by the chosen MLP: one neuron reads ``MOVED`` and writes ``TOX``; the
-  unembedding reads ``TOX`` only into the toxic tokens (GPT-2 ties the embedding, so the marker words'
-  input embeddings also carry ``TOX``; no head reads it strongly, see below);
-* ``BIAS``  (Llama only) — constant 1 in every embedding, feeding the neuron's SiLU gate so the
-  neuron is *linear* in ``MOVED`` (Llama MLPs have no bias); GPT-2 uses the ``c_fc`` bias instead.
+  the prefix; its value reads ``MARK`` and its output writes ``MOVED``: it carries "a toxic word occurred"
+  to the last position (the marker word is never the last token of the prompts);
+* ``TOX``   — written only by the chosen MLP: neuron 0 reads ``MOVED`` and writes ``TOX``; the
+  unembedding maps ``TOX`` into the toxic tokens only (GPT-2 ties the embedding, so the marker words'
+  input embeddings also carry ``TOX``, which no component reads);
+* ``BIAS``  — the constant ``C`` in every token embedding. It dominates the norm of the residual stream,
+  so LayerNorm / RMSNorm act almost linearly on the circuit's channels; in Llama it also feeds neuron
+  0's SiLU gate, making the neuron linear in ``MOVED`` (Llama MLPs have no bias; GPT-2 uses the ``c_fc``
+  bias, one in GELU's near-linear range). As an unembedding direction it adds the same logit to every
+  token (GPT-2, tied) or nothing (Llama): no effect on the softmax;
+* ``ZERO``  — always 0. GPT-2's LayerNorm centres, so the circuit reads ``ln(x)[MARK] − ln(x)[ZERO] =
+  x[MARK] / σ(x)`` (likewise for ``MOVED``): exactly 0 on benign prompts, whatever the mean.
 
-Every other head and MLP keeps its random weights but has its output projection scaled by 0.01.
+Every other head and MLP keeps its random weights with its output projection scaled by 0.01 (small, not
+zero).
 
-Why ``L1H2`` and ``L2.mlp`` must be the top two components, by both methods:
+Why the chosen head and MLP must be the top two components, by both methods:
 
 * the toxic-vs-benign difference of the metric (toxic log-mass at the last position) is carried by the
-  serial path ``MARK --L1H2--> MOVED --L2.mlp--> TOX --unembed--> toxic logits``; the chosen
-  head is the only strong writer of ``MOVED`` and the chosen MLP the only strong writer of ``TOX``;
-  each alone, patched from the toxic run, recreates (most of) the whole difference: score ≈ 1;
-* any other component's output is 1% of a random projection: patching it changes the residual stream
-  by ~1% of a typical component output, so its score is ≈ 0 (it can neither create ``MOVED``/``TOX``
-  nor move the marker to the last position with more than 1% strength);
-* the path is kept out of saturation for attribution patching: the neuron sits in its linear regime on
-  benign prompts (GELU at a positive pre-activation / SiLU gate fed by the constant channel), so the
-  gradient at the benign run is large along the path and the first-order estimates of the two chosen
-  components are large and positive, while the others stay ~1% of that.
+  serial path ``MARK --head--> MOVED --MLP--> TOX --unembedding--> toxic logits``; on benign prompts
+  ``MOVED`` and neuron 0's input are 0, so patching either chosen component alone from the toxic run
+  recreates the whole difference (score ≈ 1 each; the MLP a little more, as the patched-in ``TOX``
+  then shares the final norm with no ``MOVED``);
+* every other component writes none of the reserved channels and only 1% of a random projection
+  elsewhere: patching it moves the residual stream by ~1% of a typical component output, and it cannot
+  bring the marker to the last position, so its score is ≈ 0 (observed: below 1e-3);
+* the path stays out of saturation (norms dominated by ``BIAS``, the neuron in its linear range, the
+  toxic log-mass far from 0), so the gradient at the benign run is large along the path and the
+  first-order estimates of the two chosen components are large and positive, the others ~0.
 """
 
 from __future__ import annotations
@@ -45,7 +52,6 @@ from lens.model import LensModel
 
 CHOSEN_HEAD = (1, 2)
 CHOSEN_MLP = 2
-CHOSEN = {f"L{CHOSEN_HEAD[0]}H{CHOSEN_HEAD[1]}", f"L{CHOSEN_MLP}.mlp"}
 MARK, MOVED, TOX, BIAS, ZERO = 0, 1, 2, 3, 4
 RESERVED = [MARK, MOVED, TOX, BIAS, ZERO]
 SMALL = 0.01
@@ -72,10 +78,12 @@ def _token_ids(tok: Any, words: list[str]) -> list[int]:
 
 
 @torch.no_grad()
-def _plant_gpt2(model: Any, toxic: list[int], k: dict[str, float]) -> None:
+def _plant_gpt2(
+    model: Any, toxic: list[int], k: dict[str, float], chosen_head: tuple[int, int], chosen_mlp: int
+) -> None:
     tr, d = model.transformer, model.config.n_embd
     d_head = d // model.config.n_head
-    layer, head = CHOSEN_HEAD
+    layer, head = chosen_head
     hs = slice(head * d_head, (head + 1) * d_head)
     emb = tr.wte.weight  # tied with lm_head: also the unembedding
     emb[:, RESERVED] = 0.0
@@ -100,7 +108,7 @@ def _plant_gpt2(model: Any, toxic: list[int], k: dict[str, float]) -> None:
     attn.c_attn.weight[ZERO, v_cols.start] = -k["W_V"]
     attn.c_proj.weight[hs] = 0.0
     attn.c_proj.weight[hs.start, MOVED] = k["W_O"]
-    mlp = tr.h[CHOSEN_MLP].mlp
+    mlp = tr.h[chosen_mlp].mlp
     mlp.c_fc.weight[:, 0] = 0.0
     mlp.c_fc.weight[MOVED, 0] = k["W_IN"]
     mlp.c_fc.weight[ZERO, 0] = -k["W_IN"]
@@ -110,11 +118,13 @@ def _plant_gpt2(model: Any, toxic: list[int], k: dict[str, float]) -> None:
 
 
 @torch.no_grad()
-def _plant_llama(model: Any, toxic: list[int], k: dict[str, float]) -> None:
+def _plant_llama(
+    model: Any, toxic: list[int], k: dict[str, float], chosen_head: tuple[int, int], chosen_mlp: int
+) -> None:
     inner, cfg = model.model, model.config
     d_head = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     group = cfg.num_attention_heads // cfg.num_key_value_heads
-    layer, head = CHOSEN_HEAD
+    layer, head = chosen_head
     hs = slice(head * d_head, (head + 1) * d_head)
     kv = head // group
     ks = slice(kv * d_head, (kv + 1) * d_head)
@@ -134,7 +144,7 @@ def _plant_llama(model: Any, toxic: list[int], k: dict[str, float]) -> None:
     attn.v_proj.weight[ks.start, MARK] = k["W_V"]
     attn.o_proj.weight[:, hs] = 0.0
     attn.o_proj.weight[MOVED, hs.start] = k["W_O"]
-    mlp = inner.layers[CHOSEN_MLP].mlp
+    mlp = inner.layers[chosen_mlp].mlp
     mlp.gate_proj.weight[0] = 0.0
     mlp.gate_proj.weight[0, BIAS] = k["G"]
     mlp.up_proj.weight[0] = 0.0
@@ -143,17 +153,28 @@ def _plant_llama(model: Any, toxic: list[int], k: dict[str, float]) -> None:
     mlp.down_proj.weight[TOX, 0] = k["W_OUT"]
 
 
-def planted_hf(kind: str, tok: Any, seed: int = 0) -> Any:
-    """The raw HF model with the circuit planted (deterministic for a given seed)."""
+def chosen_names(head: tuple[int, int] = CHOSEN_HEAD, mlp: int = CHOSEN_MLP) -> set[str]:
+    return {f"L{head[0]}H{head[1]}", f"L{mlp}.mlp"}
+
+
+def planted_hf(
+    kind: str, tok: Any, head: tuple[int, int] = CHOSEN_HEAD, mlp: int = CHOSEN_MLP, seed: int = 0
+) -> Any:
+    """The raw HF model (3 layers) with the circuit planted; deterministic for a given seed."""
+    if not head[0] < mlp:
+        raise ValueError("the head must sit in an earlier layer than the MLP it feeds")
     model = hf_model(kind, seed=seed, n_layers=3)
     toxic = _token_ids(tok, TOXIC_WORDS)
-    (_plant_gpt2 if kind == "gpt2" else _plant_llama)(model, toxic, STRENGTH[kind])
+    plant = _plant_gpt2 if kind == "gpt2" else _plant_llama
+    plant(model, toxic, STRENGTH[kind], head, mlp)
     return model.eval()
 
 
-def planted(kind: str, tmp: Path, seed: int = 0) -> tuple[LensModel, Any]:
+def planted(
+    kind: str, tmp: Path, head: tuple[int, int] = CHOSEN_HEAD, mlp: int = CHOSEN_MLP, seed: int = 0
+) -> tuple[LensModel, Any]:
     """(LensModel of the planted model, untouched HF copy with the same weights)."""
     tok = make_tokenizer(tmp / "tok")
-    model = planted_hf(kind, tok, seed)
+    model = planted_hf(kind, tok, head, mlp, seed)
     reference = copy.deepcopy(model)
     return from_hf(model, tok, f"planted-{kind}"), reference

@@ -22,6 +22,7 @@ import itertools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -35,13 +36,14 @@ def is_gpt2(hf: Any) -> bool:
     return hasattr(hf, "transformer")
 
 
-def decoder_layers(hf: Any) -> Sequence[nn.Module]:
-    layers: Sequence[nn.Module] = hf.transformer.h if is_gpt2(hf) else hf.model.layers
-    return layers
+def decoder_layers(hf: Any) -> Any:
+    return hf.transformer.h if is_gpt2(hf) else hf.model.layers
 
 
 def attn_out_proj(hf: Any, layer: int) -> nn.Module:
-    module: nn.Module = decoder_layers(hf)[layer].attn.c_proj if is_gpt2(hf) else decoder_layers(hf)[layer].self_attn.o_proj
+    module: nn.Module = (
+        decoder_layers(hf)[layer].attn.c_proj if is_gpt2(hf) else decoder_layers(hf)[layer].self_attn.o_proj
+    )
     return module
 
 
@@ -95,7 +97,9 @@ class Cell:
         return base if self.pos is None else f"{base}@{self.pos}"
 
 
-def cells(target: str, n_layers: int, n_heads: int, seq_len: int | None = None) -> tuple[tuple[int, ...], list[Cell]]:
+def cells(
+    target: str, n_layers: int, n_heads: int, seq_len: int | None = None
+) -> tuple[tuple[int, ...], list[Cell]]:
     """Shape and cells (row-major) of a named target."""
     layers, heads = range(n_layers), range(n_heads)
     if target == "components":
@@ -111,7 +115,9 @@ def cells(target: str, n_layers: int, n_heads: int, seq_len: int | None = None) 
     assert seq_len is not None, "positional targets need one sequence length"
     positions = range(seq_len)
     if target == "resid_by_pos":
-        return (n_layers, seq_len), [Cell("resid", layer, None, p) for layer, p in itertools.product(layers, positions)]
+        return (n_layers, seq_len), [
+            Cell("resid", layer, None, p) for layer, p in itertools.product(layers, positions)
+        ]
     if target == "heads_by_pos":
         return (n_layers, n_heads, seq_len), [
             Cell("head", layer, h, p) for layer, h, p in itertools.product(layers, heads, positions)
@@ -142,7 +148,9 @@ def _hidden(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor:
     return hidden
 
 
-def _with_hidden(args: tuple[Any, ...], kwargs: dict[str, Any], new: Tensor) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def _with_hidden(
+    args: tuple[Any, ...], kwargs: dict[str, Any], new: Tensor
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
     if args:
         return (new, *args[1:]), kwargs
     return args, {**kwargs, "hidden_states": new}
@@ -165,9 +173,9 @@ def recorders(hf: Any, store: Acts, detach: bool) -> list[Callable[[], Any]]:
             store["resid", layer] = keep(_hidden(args, kwargs))
 
         proj, mlp, block = attn_out_proj(hf, layer), mlp_module(hf, layer), decoder_layers(hf)[layer]
-        regs.append(lambda proj=proj, fn=z_pre: proj.register_forward_pre_hook(fn))
-        regs.append(lambda mlp=mlp, fn=mlp_post: mlp.register_forward_hook(fn))
-        regs.append(lambda block=block, fn=resid_pre: block.register_forward_pre_hook(fn, with_kwargs=True))
+        regs.append(partial(proj.register_forward_pre_hook, z_pre))
+        regs.append(partial(mlp.register_forward_hook, mlp_post))
+        regs.append(partial(block.register_forward_pre_hook, resid_pre, with_kwargs=True))
     return regs
 
 
@@ -204,7 +212,9 @@ def patcher(hf: Any, cell: Cell, source: Tensor) -> Callable[[], Any]:
         mlp = mlp_module(hf, cell.layer)
         return lambda: mlp.register_forward_hook(mlp_post)
 
-    def resid_pre(_m: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    def resid_pre(
+        _m: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         return _with_hidden(args, kwargs, patched(_hidden(args, kwargs)))
 
     block = decoder_layers(hf)[cell.layer]

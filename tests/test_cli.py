@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny import BENIGN_WORDS, TOXIC_WORDS, hf_model, make_tokenizer  # noqa: E402
+from tiny import BENIGN_WORDS, TOXIC_WORDS, hf_model, make_tokenizer
 
-from toxlens.cli import main  # noqa: E402
+from toxlens.cli import main
 
 PAIRS = [
     {"toxic": "you are my idiot", "benign": "you are my friend"},
@@ -47,15 +47,41 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
     return code, out, err
 
 
-def test_locate_writes_everything(model_dir: Path, words: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_locate_writes_everything(
+    model_dir: Path, words: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS)
     out = tmp_path / "out"
-    code, stdout, err = run(["locate", "--model", str(model_dir), "--pairs", str(pairs), "--toxic-words", str(words),
-                             "--out", str(out), "--top-k", "5", "--no-progress"], capsys)
+    code, _stdout, err = run(
+        [
+            "locate",
+            "--model",
+            str(model_dir),
+            "--pairs",
+            str(pairs),
+            "--toxic-words",
+            str(words),
+            "--out",
+            str(out),
+            "--top-k",
+            "5",
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert code == 0, err
     table = pd.read_csv(out / "components.csv")
-    assert list(table.columns) == ["component", "kind", "layer", "head", "score_activation", "score_attribution",
-                                   "ci_low", "ci_high", "rank"]
+    assert list(table.columns) == [
+        "component",
+        "kind",
+        "layer",
+        "head",
+        "score_activation",
+        "score_attribution",
+        "ci_low",
+        "ci_high",
+        "rank",
+    ]
     n_layers, n_heads = 3, 6
     assert len(table) == n_layers * (n_heads + 1)
     assert set(table["kind"]) == {"head", "mlp"}
@@ -81,8 +107,23 @@ def test_locate_single_method_leaves_other_column_empty(
     model_dir: Path, words: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS)
-    code, _, err = run(["locate", "--model", str(model_dir), "--pairs", str(pairs), "--toxic-words", str(words),
-                        "--method", "attribution", "--out", str(tmp_path / "o"), "--no-progress"], capsys)
+    code, _, err = run(
+        [
+            "locate",
+            "--model",
+            str(model_dir),
+            "--pairs",
+            str(pairs),
+            "--toxic-words",
+            str(words),
+            "--method",
+            "attribution",
+            "--out",
+            str(tmp_path / "o"),
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert code == 0, err
     table = pd.read_csv(tmp_path / "o" / "components.csv")
     assert table["score_activation"].isna().all() and table["score_attribution"].notna().all()
@@ -93,53 +134,119 @@ def test_locate_single_method_leaves_other_column_empty(
     ("rows", "needle"),
     [
         ([PAIRS[0], "{not json"], "line 2"),
-        ([PAIRS[0], {"toxic": "you are my idiot", "benign": "you are"}], "line 2: the toxic prompt is 4 tokens and the benign prompt is 2"),
+        (
+            [PAIRS[0], {"toxic": "you are my idiot", "benign": "you are"}],
+            "line 2: the toxic prompt is 4 tokens and the benign prompt is 2",
+        ),
         ([], "empty"),
         ([{"toxic": "you are", "kind": "x"}], "line 1"),
-        ([{"toxic": " ".join(["the"] * 70), "benign": " ".join(["a"] * 70)}], "past the model's context length 64"),
+        (
+            [{"toxic": " ".join(["the"] * 70), "benign": " ".join(["a"] * 70)}],
+            "past the model's context length 64",
+        ),
     ],
     ids=["malformed-json", "unequal-lengths", "empty", "missing-field", "past-context"],
 )
-def test_locate_bad_pairs(rows: list[object], needle: str, model_dir: Path, words: Path, tmp_path: Path,
-                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_locate_bad_pairs(
+    rows: list[object],
+    needle: str,
+    model_dir: Path,
+    words: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("" if not rows else "\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
+    pairs.write_text(
+        "" if not rows else "\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n"
+    )
     out = tmp_path / "out"
-    code, stdout, err = run(["locate", "--model", str(model_dir), "--pairs", str(pairs), "--toxic-words", str(words),
-                             "--out", str(out), "--no-progress"], capsys)
+    code, _stdout, err = run(
+        [
+            "locate",
+            "--model",
+            str(model_dir),
+            "--pairs",
+            str(pairs),
+            "--toxic-words",
+            str(words),
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert code == 2
     assert needle in err and err.startswith("toxlens: error:") and err.count("\n") == 1
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.jsonl", "words.txt"]
 
 
-def test_locate_unknown_model(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_locate_unknown_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS)
-    code, _, err = run(["locate", "--model", "no-such-org/no-such-model", "--pairs", str(pairs), "--out",
-                        str(tmp_path / "out"), "--no-progress"], capsys)
+    code, _, err = run(
+        [
+            "locate",
+            "--model",
+            "no-such-org/no-such-model",
+            "--pairs",
+            str(pairs),
+            "--out",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert code == 2
     assert "no-such-org/no-such-model" in err and "offline options" in err
     assert not (tmp_path / "out").exists()
 
 
 def test_locate_missing_files(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(["locate", "--model", str(model_dir), "--pairs", str(tmp_path / "nope.jsonl"), "--out",
-                        str(tmp_path / "out")], capsys)
+    code, _, err = run(
+        [
+            "locate",
+            "--model",
+            str(model_dir),
+            "--pairs",
+            str(tmp_path / "nope.jsonl"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capsys,
+    )
     assert code == 2 and "nope.jsonl" in err and "does not exist" in err
     pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS)
-    code, _, err = run(["locate", "--model", str(model_dir), "--pairs", str(pairs), "--toxic-words",
-                        str(tmp_path / "nowords.txt"), "--out", str(tmp_path / "out")], capsys)
+    code, _, err = run(
+        [
+            "locate",
+            "--model",
+            str(model_dir),
+            "--pairs",
+            str(pairs),
+            "--toxic-words",
+            str(tmp_path / "nowords.txt"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capsys,
+    )
     assert code == 2 and "nowords.txt" in err
     assert not (tmp_path / "out").exists()
 
 
-def test_locate_refuses_existing_output(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_locate_refuses_existing_output(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS)
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    code, _, err = run(["locate", "--model", str(model_dir), "--pairs", str(pairs), "--out", str(out)], capsys)
+    code, _, err = run(
+        ["locate", "--model", str(model_dir), "--pairs", str(pairs), "--out", str(out)], capsys
+    )
     assert code == 2 and "already exists" in err
     assert (out / "keep.txt").read_text() == "mine" and len(list(out.iterdir())) == 1
 

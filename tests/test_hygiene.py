@@ -12,17 +12,19 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny import TOXIC_WORDS, tiny  # noqa: E402
+from tiny import TOXIC_WORDS, tiny
 
-from lens.errors import ToxlensError  # noqa: E402
-from lens.hooks import attach, count_hooks, mlp_out_name, z_name  # noqa: E402
-from lens.metrics import ToxicLogMass  # noqa: E402
-from lens.prompts import parse_pairs  # noqa: E402
-from patching.activation import activation_patching  # noqa: E402
-from patching.attribution import attribution_patching  # noqa: E402
+from lens.errors import ToxlensError
+from lens.hooks import attach, count_hooks, mlp_out_name, z_name
+from lens.metrics import ToxicLogMass
+from lens.prompts import parse_pairs
+from patching.activation import activation_patching
+from patching.attribution import attribution_patching
 
-LINES = [json.dumps({"toxic": "you are my idiot", "benign": "you are my friend"}),
-         json.dumps({"toxic": "what a jerk", "benign": "what a pal"})]
+LINES = [
+    json.dumps({"toxic": "you are my idiot", "benign": "you are my friend"}),
+    json.dumps({"toxic": "what a jerk", "benign": "what a pal"}),
+]
 
 
 class Boom(Exception):
@@ -87,7 +89,7 @@ def test_nested_attach_raising_hook_and_body(setup: Any) -> None:
     def bad_hook(t: torch.Tensor) -> None:
         raise Boom
 
-    with pytest.raises(Boom), attach(model.bridge, [(z_name(0), lambda t: t * 0)]):
+    with pytest.raises(Boom), attach(model.bridge, [(z_name(0), lambda t: t * 0)]):  # noqa: SIM117 (nested on purpose)
         with attach(model.bridge, [(mlp_out_name(1), bad_hook)]):
             model.bridge(tokens)
     assert snapshot(model, tokens)[0] == hooks0
@@ -117,7 +119,7 @@ def test_attach_leaves_foreign_hooks_alone(setup: Any) -> None:
 def test_unknown_hook_name_touches_nothing(setup: Any) -> None:
     model, _, _, tokens = setup
     hooks0, _ = snapshot(model, tokens)
-    with pytest.raises(ToxlensError, match=r"unknown hook name 'blocks\.0\.attn\.hook_zz'.*closest"):
+    with pytest.raises(ToxlensError, match=r"unknown hook name 'blocks\.0\.attn\.hook_zz'.*closest"):  # noqa: SIM117
         with attach(model.bridge, [(z_name(0), lambda t: None), ("blocks.0.attn.hook_zz", lambda t: None)]):
             pass
     assert count_hooks(model.bridge) == hooks0

@@ -18,10 +18,11 @@ from lens.model import LensModel
 from lens.probe import Probe, collect_residuals, load_labelled, roc_auc, train_all_layers, train_probe
 
 DAVIDSON = Path(__file__).resolve().parents[2] / "shared/data/davidson/labeled_data.csv"
-FILLER = [w for w in WORDS if w not in TOXIC_WORDS + BENIGN_WORDS]
+# A small filler vocabulary, so that in a random 32-/48-dim model the marker is linearly visible.
+FILLER = [w for w in WORDS if w not in TOXIC_WORDS + BENIGN_WORDS][:8]
 
 
-def planted(n: int = 160, seed: int = 0) -> tuple[list[str], list[int]]:
+def planted(n: int = 200, seed: int = 0) -> tuple[list[str], list[int]]:
     """Random filler sentences; label 1 iff a toxic marker word is planted (else a benign one)."""
     rng = random.Random(seed)
     texts, labels = [], []
@@ -95,7 +96,8 @@ def test_direction_score_and_round_trip(model: LensModel, tmp_path: Path) -> Non
     probe = train_probe(model, texts, labels, 0)
     d = probe.direction
     assert d.shape == (model.info.d_model,) and torch.isclose(d.norm(), torch.tensor(1.0))
-    x = torch.randn(2, 5, model.info.d_model, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(2, 5, model.info.d_model, generator=torch.Generator().manual_seed(0))
+    x = probe.mean + 0.05 * probe.std * noise  # near the training distribution
     s = probe.score(x)
     assert s.shape == (2, 5) and ((s > 0) & (s < 1)).all()
     # the logit grows along `direction` at rate |w / std| and is unchanged orthogonally to it

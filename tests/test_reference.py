@@ -79,7 +79,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[Le
     return get
 
 
-def setup(models: Callable[[str], tuple[LensModel, Any]], kind: str, target: str) -> tuple[Any, ...]:
+def prepare_case(models: Callable[[str], tuple[LensModel, Any]], kind: str, target: str) -> tuple[Any, ...]:
     lm, ref = models(kind)
     texts = SAME_LENGTH if target in POSITIONAL else MIXED_LENGTHS
     pairs = parse_pairs(jsonl(texts), lm)
@@ -111,12 +111,14 @@ def assert_matches(result: PatchResult, ref: RefResult, atol: float = ATOL) -> N
 @pytest.mark.parametrize("target", ALL_POSITIONS + POSITIONAL)
 @pytest.mark.parametrize("kind", KINDS)
 def test_activation_patching_equals_reference(models: Any, kind: str, target: str) -> None:
-    lm, ref, pairs, raw, metric = setup(models, kind, target)
+    lm, ref, pairs, raw, metric = prepare_case(models, kind, target)
     result = activation_patching(lm, pairs, metric, target, progress=False)
     expected = activation_reference(ref, raw, metric.ids.tolist(), target)
     assert_matches(result, expected)
     # Not degenerate: the sweep found real, different effects.
     assert ref_spread(expected) > 1e-2
+    # The reference removed every hook it added.
+    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in ref.modules()) == 0
 
 
 def ref_spread(ref: RefResult) -> float:
@@ -125,9 +127,13 @@ def ref_spread(ref: RefResult) -> float:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_batch_size_does_not_matter(models: Any, kind: str) -> None:
-    lm, _ref, pairs_mixed, _, metric = setup(models, kind, "components")
-    _, _, pairs_same, _, _ = setup(models, kind, "heads_by_pos")
-    for target, pairs in (("components", pairs_mixed), ("heads_by_pos", pairs_same), ("resid_by_pos", pairs_same)):
+    lm, _ref, pairs_mixed, _, metric = prepare_case(models, kind, "components")
+    _, _, pairs_same, _, _ = prepare_case(models, kind, "heads_by_pos")
+    for target, pairs in (
+        ("components", pairs_mixed),
+        ("heads_by_pos", pairs_same),
+        ("resid_by_pos", pairs_same),
+    ):
         big = activation_patching(lm, pairs, metric, target, batch_size=64, progress=False)
         for batch_size in (1, 7):
             small = activation_patching(lm, pairs, metric, target, batch_size=batch_size, progress=False)
@@ -139,7 +145,7 @@ def test_batch_size_does_not_matter(models: Any, kind: str) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_pair_order_does_not_matter(models: Any, kind: str) -> None:
-    lm, _ref, pairs, _, metric = setup(models, kind, "components")
+    lm, _ref, pairs, _, metric = prepare_case(models, kind, "components")
     order = list(range(len(MIXED_LENGTHS)))
     random.Random(1).shuffle(order)
     assert order != sorted(order)
@@ -160,7 +166,7 @@ def test_pair_order_does_not_matter(models: Any, kind: str) -> None:
 @pytest.mark.parametrize("target", ALL_POSITIONS + POSITIONAL)
 @pytest.mark.parametrize("kind", KINDS)
 def test_attribution_patching_equals_first_order_reference(models: Any, kind: str, target: str) -> None:
-    lm, ref, pairs, raw, metric = setup(models, kind, target)
+    lm, ref, pairs, raw, metric = prepare_case(models, kind, target)
     result = attribution_patching(lm, pairs, metric, target)
     expected = attribution_reference(ref, raw, metric.ids.tolist(), target)
     assert result.names() == expected.names
@@ -209,8 +215,9 @@ def test_attribution_approaches_activation_for_small_differences(tmp_path: Path,
         scale = float(d_act.abs().max())
         assert scale > 1e-4  # a real (small) effect
         err = float((d_att - d_act).abs().max())
-        assert err <= 0.1 * scale, (target, err, scale)
+        assert err <= 0.05 * scale, (target, err, scale)  # observed <= 0.013 at eps = 1e-2
         if target == "resid_by_pos":
             # Layer 0 at the differing position carries the whole difference, in both methods.
-            torch.testing.assert_close(d_act[:, 0].abs().amax(-1), (act.m_toxic - act.m_benign).abs(),
-                                       atol=1e-5, rtol=0)
+            torch.testing.assert_close(
+                d_act[:, 0].abs().amax(-1), (act.m_toxic - act.m_benign).abs(), atol=1e-5, rtol=0
+            )

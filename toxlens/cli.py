@@ -16,17 +16,28 @@ from lens.errors import ToxlensError
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="gpt2", help="HF/TransformerLens name, local HF directory, .gguf file, or "
-                   "smollm2-135m (default: gpt2)")
+    p.add_argument(
+        "--model",
+        default="gpt2",
+        help="HF/TransformerLens name, local HF directory, .gguf file, or smollm2-135m (default: gpt2)",
+    )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
 
 
 def _token_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--toxic-words", default=None, help="word list, one per line (default: derived from "
-                   "alt-profanity-check's shipped model; see `toxlens tokens`)")
-    p.add_argument("--multi-token", default="skip", choices=["skip", "first"],
-                   help="words that are no single token: skip them (default) or use their first token")
+    p.add_argument(
+        "--toxic-words",
+        default=None,
+        help="word list, one per line (default: derived from "
+        "alt-profanity-check's shipped model; see `toxlens tokens`)",
+    )
+    p.add_argument(
+        "--multi-token",
+        default="skip",
+        choices=["skip", "first"],
+        help="words that are no single token: skip them (default) or use their first token",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,12 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     loc = sub.add_parser("locate", help="rank every attention head and MLP by its toxic effect")
     _model_args(loc)
-    loc.add_argument("--pairs", required=True, help="JSONL contrast pairs: {\"toxic\": ..., \"benign\": ...}")
+    loc.add_argument("--pairs", required=True, help='JSONL contrast pairs: {"toxic": ..., "benign": ...}')
     _token_args(loc)
     loc.add_argument("--method", default="both", choices=["attribution", "activation", "both"])
-    loc.add_argument("--metric", default="toxic-mass", choices=["toxic-mass", "logit-diff"],
-                     help="toxic-mass (default): log probability mass on the toxic token set at the last "
-                          "position; logit-diff: per-pair toxic_target vs benign_target")
+    loc.add_argument(
+        "--metric",
+        default="toxic-mass",
+        choices=["toxic-mass", "logit-diff"],
+        help="toxic-mass (default): log probability mass on the toxic token set at the last "
+        "position; logit-diff: per-pair toxic_target vs benign_target",
+    )
     loc.add_argument("--top-k", type=int, default=10)
     loc.add_argument("--prepend-bos", action="store_true", help="put the BOS token in front of every prompt")
     loc.add_argument("--batch-size", type=int, default=64, help="rows per patched forward (speed only)")
@@ -100,8 +115,10 @@ def cmd_locate(args: argparse.Namespace) -> int:
     print(f"top {args.top_k} components ({'activation' if result.activation else 'attribution'} score):")
     print(top.to_string(index=False))
     if info["pearson_r_heads"] is not None:
-        print(f"attribution vs activation Pearson r: heads {info['pearson_r_heads']:.3f}, "
-              f"all components {info['pearson_r_all']:.3f}")
+        print(
+            f"attribution vs activation Pearson r: heads {info['pearson_r_heads']:.3f}, "
+            f"all components {info['pearson_r_all']:.3f}"
+        )
     print(f"wrote {args.out}/components.csv, result.json, figures/")
     return 0
 
@@ -114,13 +131,22 @@ def cmd_tokens(args: argparse.Namespace) -> int:
         raise ToxlensError(f"toxic word file {args.toxic_words!r} does not exist")
     model = load_model(args.model, args.device, args.dtype)
     tokens = toxic_token_set(model.tokenizer, args.toxic_words, args.multi_token)
-    rows = [{"id": i, "token": model.tokenizer.convert_ids_to_tokens(i), "text": model.tokenizer.decode([i]),
-             "words": tokens.token_to_words[i]} for i in tokens.ids]
+    rows = [
+        {
+            "id": i,
+            "token": model.tokenizer.convert_ids_to_tokens(i),
+            "text": model.tokenizer.decode([i]),
+            "words": tokens.token_to_words[i],
+        }
+        for i in tokens.ids
+    ]
     if args.json:
         print(json.dumps({**tokens.to_dict(), "tokens": rows, "skipped_words": tokens.skipped}, indent=2))
         return 0
-    print(f"# toxic token set for {args.model}: {len(rows)} tokens from {tokens.n_words} words "
-          f"({tokens.source}); multi-token words: {tokens.multi_token} ({len(tokens.skipped)} skipped)")
+    print(
+        f"# toxic token set for {args.model}: {len(rows)} tokens from {tokens.n_words} words "
+        f"({tokens.source}); multi-token words: {tokens.multi_token} ({len(tokens.skipped)} skipped)"
+    )
     print(f"{'id':>8}  {'text':<20} words")
     for r in rows:
         print(f"{r['id']:>8}  {r['text']!r:<20} {', '.join(r['words'])}")
