@@ -172,7 +172,7 @@ def _quiet() -> Any:
         import transformers
 
         transformers.utils.logging.disable_progress_bar()
-        gguf_utils = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
+        gguf_utils: Any = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
         saved_tqdm = gguf_utils.tqdm  # its de-quantisation bar ignores transformers' switch
         gguf_utils.tqdm = functools.partial(saved_tqdm, disable=True)
         try:
