@@ -52,7 +52,7 @@ def test_locate_writes_everything(
 ) -> None:
     pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS)
     out = tmp_path / "out"
-    code, _stdout, err = run(
+    code, stdout, err = run(
         [
             "locate",
             "--model",
