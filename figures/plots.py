@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -46,20 +47,7 @@ def heads_heatmap(result: PatchResult, title: str | None = None) -> go.Figure:
     if table.empty:
         raise ToxlensError(f"result {result.metadata.get('target', result.dims)!r} holds no attention heads")
     layers, heads, z, text = grid(table, "layer", "head", hover_lines(result))
-    fig = go.Figure(
-        go.Heatmap(
-            z=z,
-            x=heads,
-            y=layers,
-            text=text,
-            hovertemplate="%{text}<extra></extra>",
-            colorscale=COLORSCALE,
-            zmid=0.0,
-            colorbar={"title": "score"},
-            xgap=1,
-            ygap=1,
-        )
-    )
+    fig = _heatmap(z, heads, layers, text)
     fig.update_layout(title=_title(title, "Attention heads", result), template="plotly_white")
     fig.update_xaxes(title="head", tickmode="array", tickvals=heads)
     fig.update_yaxes(title="layer", tickmode="array", tickvals=layers, autorange="reversed")
@@ -157,20 +145,7 @@ def resid_pos_heatmap(
     layers, pos, z, text = grid(cell_table(result), "layer", "pos", hover_lines(result))
     labels = dict(zip(positions, tokens or []))
     ticktext = [f"{labels[p]} ({p})" if p in labels else str(p) for p in pos]
-    fig = go.Figure(
-        go.Heatmap(
-            z=z,
-            x=pos,
-            y=layers,
-            text=text,
-            hovertemplate="%{text}<extra></extra>",
-            colorscale=COLORSCALE,
-            zmid=0.0,
-            colorbar={"title": "score"},
-            xgap=1,
-            ygap=1,
-        )
-    )
+    fig = _heatmap(z, pos, layers, text)
     fig.update_layout(title=_title(title, "Residual stream by position", result), template="plotly_white")
     fig.update_xaxes(title="position", tickmode="array", tickvals=pos, ticktext=ticktext)
     fig.update_yaxes(title="layer", tickmode="array", tickvals=layers, autorange="reversed")
@@ -212,3 +187,21 @@ __all__ = [
     "resid_pos_heatmap",
     "write_figures",
 ]
+
+
+def _heatmap(z: Any, x: Any, y: Any, text: Any) -> go.Figure:
+    """A layer-by-something heat map, diverging around 0, hover text per cell."""
+    return go.Figure(
+        go.Heatmap(
+            z=z,
+            x=x,
+            y=y,
+            text=text,
+            hovertemplate="%{text}<extra></extra>",
+            colorscale=COLORSCALE,
+            zmid=0.0,
+            colorbar={"title": "score"},
+            xgap=1,
+            ygap=1,
+        )
+    )
