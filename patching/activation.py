@@ -46,6 +46,15 @@ def capture(
 ) -> tuple[Float[Tensor, "batch pos d_model"], dict[str, Tensor]]:
     """Run the whole model on ``prepared`` and keep the activations at ``hook_names`` (only those)."""
     acts: dict[str, Tensor] = {}
+    with attach(model.bridge, keepers(acts, hook_names, keep_graph)):
+        final = model.run_layers(prepared.resid, prepared)
+    return final, acts
+
+
+def keepers(
+    acts: dict[str, Tensor], hook_names: list[str], keep_graph: bool = False
+) -> list[tuple[str, Callable[[Tensor], Tensor | None]]]:
+    """Hooks that store each named activation into ``acts`` (detached copies unless ``keep_graph``)."""
 
     def keeper(name: str) -> Callable[[Tensor], Tensor | None]:
         def keep(t: Tensor) -> Tensor | None:
@@ -57,9 +66,7 @@ def capture(
 
         return keep
 
-    with attach(model.bridge, [(n, keeper(n)) for n in hook_names]):
-        final = model.run_layers(prepared.resid, prepared)
-    return final, acts
+    return [(n, keeper(n)) for n in hook_names]
 
 
 def residuals_by_layer(model: LensModel, prepared: Prepared) -> tuple[list[Tensor], Tensor]:
@@ -100,10 +107,13 @@ def run_patches(
             benign = model.prepare(pairs.tokens(idx, "benign"))
             toxic = model.prepare(pairs.tokens(idx, "toxic"))
             benign_resid, benign_final = residuals_by_layer(model, benign)
-            toxic_final, toxic_acts = capture(model, toxic, needed)
             toxic_resid: list[Tensor] = []
-            if any(p.site == "resid_pre" for p in patches):
-                toxic_resid, _ = residuals_by_layer(model, toxic)
+            if any(p.site == "resid_pre" for p in patches):  # one toxic pass keeps both
+                toxic_acts: dict[str, Tensor] = {}
+                with attach(model.bridge, keepers(toxic_acts, needed)):
+                    toxic_resid, toxic_final = residuals_by_layer(model, toxic)
+            else:
+                toxic_final, toxic_acts = capture(model, toxic, needed)
             m_benign[idx] = metric(model.logits_at(benign_final), pair_ids).float().cpu()
             m_toxic[idx] = metric(model.logits_at(toxic_final), pair_ids).float().cpu()
             timings["cache_s"] += time.perf_counter() - t0
