@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from lens.components import Component, parse_component
 from lens.errors import ToxlensError
-from lens.hooks import attach, attn_out_name, mlp_out_name, resid_post_name, resid_pre_name, z_name
+from lens.hooks import attach, attn_out_name, keepers, mlp_out_name, resid_post_name, resid_pre_name, z_name
 from lens.model import LensModel
 from patching.result import PatchResult
 
@@ -254,21 +254,13 @@ def _reference_acts(model: LensModel, comps: list[Component], tokens: list[Tenso
     out = []
     for toks in tokens:
         seen: dict[str, Tensor] = {}
-        keep = [(n, _keeper(seen, n)) for n in names]
         prepared = model.prepare(toks[None].to(model.device))
-        with attach(model.bridge, keep):
+        with attach(model.bridge, keepers(seen, names)):
             model.run_layers(prepared.resid, prepared, 0, stop)
         out.append(
-            [seen[_hook_name(c)][:, c.head] if c.kind == "head" else seen[_hook_name(c)] for c in comps]
+            [seen[_hook_name(c)][0, :, c.head] if c.kind == "head" else seen[_hook_name(c)][0] for c in comps]
         )
     return out
-
-
-def _keeper(store: dict[str, Tensor], name: str) -> Callable[[Tensor], None]:
-    def keep(t: Tensor) -> None:
-        store[name] = t[0].detach().clone()
-
-    return keep
 
 
 def scale(model: LensModel, components: Components, factor: float, top_k: int = 10) -> Edit:

@@ -87,3 +87,25 @@ def count_hooks(model: nn.Module) -> int:
         total += len(module._backward_hooks) + len(getattr(module, "_backward_pre_hooks", {}))
         total += len(getattr(module, "fwd_hooks", [])) + len(getattr(module, "bwd_hooks", []))
     return total
+
+
+def keepers(
+    acts: dict[str, Tensor], hook_names: Sequence[str], keep_graph: bool = False
+) -> list[tuple[str, HookFn]]:
+    """Hooks for :func:`attach` that store each named activation into ``acts``.
+
+    Detached copies by default; with ``keep_graph`` the (shape-converted) tensor itself is stored and
+    handed back, so it is the tensor downstream layers use and gradients can be taken with respect to it.
+    """
+
+    def keeper(name: str) -> HookFn:
+        def keep(t: Tensor) -> Tensor | None:
+            if keep_graph:
+                acts[name] = t
+                return t
+            acts[name] = t.detach().clone()
+            return None
+
+        return keep
+
+    return [(n, keeper(n)) for n in hook_names]

@@ -30,7 +30,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from lens.errors import ToxlensError
-from lens.hooks import attach, resid_post_name, resid_pre_name
+from lens.hooks import attach, keepers, resid_post_name, resid_pre_name
+from lens.io import atomic_file
 from lens.model import LensModel
 
 HOOKS: dict[str, Callable[[int], str]] = {"resid_post": resid_post_name, "resid_pre": resid_pre_name}
@@ -71,10 +72,8 @@ class Probe:
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         tensors = {"weight": self.weight, "mean": self.mean, "std": self.std, "direction": self.direction}
-        save_file(
-            {k: v.detach().float().contiguous().cpu() for k, v in tensors.items()},
-            str(out / "probe.safetensors"),
-        )
+        tensors = {k: v.detach().float().contiguous().cpu() for k, v in tensors.items()}
+        atomic_file(out / "probe.safetensors", lambda p: save_file(tensors, p))
         header = {
             "format_version": FORMAT_VERSION,
             "layer": self.layer,
@@ -83,7 +82,7 @@ class Probe:
             "bias": self.bias,
             **self.metadata,
         }
-        (out / "probe.json").write_text(json.dumps(header, indent=2))
+        atomic_file(out / "probe.json", lambda p: Path(p).write_text(json.dumps(header, indent=2)))
         return out
 
     @classmethod
@@ -153,21 +152,13 @@ def collect_residuals(
         for start in range(0, len(members), batch_size):
             rows = members[start : start + batch_size]
             seen: dict[str, Tensor] = {}
-            keep = [(n, _keeper(seen, n)) for n in names]
             prepared = model.prepare(torch.tensor([ids[i] for i in rows], device=model.device))
-            with attach(model.bridge, keep):
+            with attach(model.bridge, keepers(seen, list(names))):
                 model.run_layers(prepared.resid, prepared, 0, max(layers) + 1)
             for name, layer in names.items():
                 act = seen[name].float()
                 feats[layer][rows] = (act.mean(1) if pooling == "mean" else act[:, -1]).cpu()
     return feats
-
-
-def _keeper(store: dict[str, Tensor], name: str) -> Callable[[Tensor], None]:
-    def keep(t: Tensor) -> None:
-        store[name] = t.detach()
-
-    return keep
 
 
 # -- training ---------------------------------------------------------------------------------

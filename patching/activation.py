@@ -28,7 +28,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from lens.hooks import attach
+from lens.hooks import attach, keepers
 from lens.metrics import Metric
 from lens.model import LensModel, Prepared
 from lens.prompts import ContrastPairs
@@ -49,24 +49,6 @@ def capture(
     with attach(model.bridge, keepers(acts, hook_names, keep_graph)):
         final = model.run_layers(prepared.resid, prepared)
     return final, acts
-
-
-def keepers(
-    acts: dict[str, Tensor], hook_names: list[str], keep_graph: bool = False
-) -> list[tuple[str, Callable[[Tensor], Tensor | None]]]:
-    """Hooks that store each named activation into ``acts`` (detached copies unless ``keep_graph``)."""
-
-    def keeper(name: str) -> Callable[[Tensor], Tensor | None]:
-        def keep(t: Tensor) -> Tensor | None:
-            if keep_graph:  # hand the (shape-converted) tensor back so it is the one in the graph
-                acts[name] = t
-                return t
-            acts[name] = t.detach().clone()
-            return None
-
-        return keep
-
-    return [(n, keeper(n)) for n in hook_names]
 
 
 def residuals_by_layer(model: LensModel, prepared: Prepared) -> tuple[list[Tensor], Tensor]:
