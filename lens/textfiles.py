@@ -1,0 +1,71 @@
+"""Reading prompt and text lists for evaluation.
+
+* ``.txt``: one item per line (lines end at ``"\\n"``; a trailing ``"\\r"`` is dropped too). Nothing else is
+  stripped (leading/trailing spaces change the tokens); blank (whitespace-only) lines are skipped.
+* ``.jsonl``: one JSON object per line with a non-empty string field (``"prompt"`` for
+  :func:`read_prompts`, ``"text"`` for :func:`read_texts`); other fields are ignored; blank lines are
+  skipped.
+
+Any other suffix, a missing file, bad UTF-8, invalid JSON, a missing/non-string/empty field or a file
+with no items raises :class:`~lens.errors.ToxlensError` naming ``file:line``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lens.errors import ToxlensError
+
+SUFFIXES = (".txt", ".jsonl")
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    """Generation prompts: ``.txt`` lines or the ``"prompt"`` field of ``.jsonl`` objects."""
+    return read_items(path, "prompt")
+
+
+def read_texts(path: str | Path) -> list[str]:
+    """Texts (e.g. neutral text for perplexity): ``.txt`` lines or the ``"text"`` field of ``.jsonl``."""
+    return read_items(path, "text")
+
+
+def read_items(path: str | Path, field: str) -> list[str]:
+    """The items of a ``.txt`` or ``.jsonl`` file (``field`` names the JSONL string field)."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise ToxlensError(
+            f"{str(p)!r}: unsupported file type {p.suffix!r}; expected one of {list(SUFFIXES)}"
+        )
+    if not p.is_file():
+        raise ToxlensError(f"{str(p)!r} does not exist or is not a file")
+    try:
+        # split on "\n" only (str.splitlines would also split on U+2028, form feeds, …); drop a "\r"
+        lines = [line.removesuffix("\r") for line in p.read_text(encoding="utf-8").split("\n")]
+    except UnicodeDecodeError as err:
+        raise ToxlensError(f"{p}: not valid UTF-8 ({err.reason} at byte {err.start})") from err
+    items: list[str] = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        items.append(line if suffix == ".txt" else _json_field(p, n, line, field))
+    if not items:
+        what = "non-blank line" if suffix == ".txt" else f"JSON object with a {field!r} field"
+        raise ToxlensError(f"{p}: no items found; expected at least one {what}")
+    return items
+
+
+def _json_field(p: Path, n: int, line: str, field: str) -> str:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ToxlensError(f"{p}:{n}: invalid JSON ({err.msg}); expected one object per line") from err
+    if not isinstance(obj, dict):
+        raise ToxlensError(f"{p}:{n}: expected a JSON object, got {type(obj).__name__}")
+    if field not in obj:
+        raise ToxlensError(f"{p}:{n}: missing field {field!r}; object has {sorted(obj)}")
+    value = obj[field]
+    if not isinstance(value, str) or not value.strip():
+        raise ToxlensError(f"{p}:{n}: field {field!r} must be a non-empty string, got {value!r}")
+    return value

@@ -1,0 +1,155 @@
+"""``toxlens evaluate``: compare interventions on the same prompts and seeds (see interventions.evaluate)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from lens.errors import ToxlensError
+
+
+def _floats(text: str, flag: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as err:
+        raise ToxlensError(f"{flag} expects comma-separated numbers, got {text!r}") from err
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("evaluate", help="toxicity / fluency / cost of interventions on the same prompts and seeds")
+    p.add_argument("--model", default="gpt2")
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--prompts", required=True, help=".txt (one prompt per line) or .jsonl with a 'prompt' field")
+    p.add_argument("--limit-prompts", type=int, default=None, help="use only the first N prompts")
+    p.add_argument("--samples", type=int, default=10, help="samples per prompt (K)")
+    p.add_argument("--max-new-tokens", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--conditions", default="none", help="comma list among none,ablate,steer,edit,rollback,rollback+steer")
+    p.add_argument("--scorer", default="profanity", help="profanity (default, offline) | detoxify | detoxify-unbiased")
+    p.add_argument("--probe", default=None, help="probe directory (toxlens probe train)")
+    p.add_argument("--threshold", type=float, default=None, help="rollback when a token's probe score >= T")
+    p.add_argument("--safe-threshold", type=float, default=None, help="safe point: score < S (default T/2)")
+    p.add_argument("--budget", type=int, default=4, help="rollbacks per sequence")
+    p.add_argument("--on-budget", default="stop", choices=["stop", "continue"])
+    p.add_argument("--correct-scale", type=float, default=8.0, help="rollback+steer: corrective steer size")
+    p.add_argument("--correct-tokens", type=int, default=8, help="rollback+steer: steered tokens after a rollback")
+    p.add_argument("--correct-layer", type=int, default=None, help="rollback+steer: layer (default: probe layer)")
+    p.add_argument("--no-forbid", action="store_true", help="do not forbid the token that started a discarded span")
+    p.add_argument("--ablate-from", default=None, help="locate output directory (ablate / edit conditions)")
+    p.add_argument("--top-k", type=int, default=10, help="components taken from --ablate-from")
+    p.add_argument("--ablate-kind", default="all", choices=["all", "heads", "mlps"])
+    p.add_argument("--ablate-mode", default="mean", choices=["mean", "zero"])
+    p.add_argument("--steer-vector", default=None, help="probe (default) | FILE.safetensors | L7.mlp:123")
+    p.add_argument("--steer-layer", type=int, default=None)
+    p.add_argument("--steer-scale", type=float, default=None, help="added scale × vector (negative: away)")
+    p.add_argument("--sweep-scales", default=None, help="comma list: also run a steering-scale sweep → sweep.csv")
+    p.add_argument("--perplexity-text", default=None, help="neutral text (.txt lines or .jsonl 'text') for perplexity")
+    p.add_argument("--limit-perplexity", type=int, default=None, help="use only the first N neutral texts")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--sample-top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--prepend-bos", action="store_true")
+    p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from interventions.conditions import build_conditions
+    from interventions.evaluate import evaluate, sweep_steering
+    from interventions.policy import RollbackPolicy
+    from interventions.sampling import Sampling
+    from interventions.scoring import get_scorer
+    from interventions.steering import load_vector, value_vector
+    from lens.io import atomic_directory, check_output_dir
+    from lens.loading import load_model
+    from lens.probe import Probe
+    from lens.textfiles import read_prompts, read_texts
+
+    names = [c.strip() for c in args.conditions.split(",") if c.strip()]
+    scales = _floats(args.sweep_scales, "--sweep-scales") if args.sweep_scales else []
+    for flag, v in (("--samples", args.samples), ("--max-new-tokens", args.max_new_tokens), ("--batch-size", args.batch_size)):
+        if v < 1:
+            raise ToxlensError(f"{flag} must be >= 1, got {v}")
+    prompts = read_prompts(args.prompts)[: args.limit_prompts]
+    ppl_texts = read_texts(args.perplexity_text)[: args.limit_perplexity] if args.perplexity_text else []
+    probe = Probe.load(args.probe) if args.probe else None
+    get_scorer(args.scorer)  # fail before loading the model
+    sampling = Sampling(args.temperature, args.sample_top_k, args.top_p)
+    if args.threshold is not None and not 0 < args.threshold <= 1:
+        raise ToxlensError(f"--threshold must be in (0, 1], got {args.threshold}")
+    safe = args.safe_threshold if args.safe_threshold is not None else (args.threshold or 0.5) / 2
+    policy = RollbackPolicy(
+        safe_threshold=safe,
+        budget=args.budget,
+        on_budget=args.on_budget,
+        steer_tokens=args.correct_tokens,
+        steer_layer=args.correct_layer,
+        forbid_token=not args.no_forbid,
+    )
+    check_output_dir(Path(args.out), args.overwrite)
+    t0 = time.perf_counter()
+    model = load_model(args.model, args.device, args.dtype)
+    vector = None
+    if args.steer_vector not in (None, "probe"):
+        sv = str(args.steer_vector)
+        vector = load_vector(sv, model) if sv.endswith(".safetensors") else value_vector(model, sv)
+    elif args.steer_vector == "probe" and probe is None:
+        raise ToxlensError("--steer-vector probe needs --probe DIR")
+    conditions = build_conditions(
+        model,
+        names,
+        probe=probe,
+        threshold=args.threshold,
+        policy=policy,
+        correct_scale=args.correct_scale,
+        locate_dir=args.ablate_from,
+        top_k=args.top_k,
+        ablate_kind=args.ablate_kind,
+        ablate_mode=args.ablate_mode,
+        reference=ppl_texts[:32],
+        steer_vector=vector,
+        steer_layer=args.steer_layer,
+        steer_scale=args.steer_scale,
+    )
+    common: dict[str, Any] = {
+        "samples": args.samples,
+        "max_new_tokens": args.max_new_tokens,
+        "seed": args.seed,
+        "scorer": args.scorer,
+        "perplexity_texts": ppl_texts,
+        "sampling": sampling,
+        "batch_size": args.batch_size,
+        "prepend_bos": args.prepend_bos,
+        "progress": lambda msg: print(msg, flush=True),
+    }
+    result = evaluate(model, prompts, conditions, **common)
+    sweep = None
+    if scales:
+        v = vector if vector is not None else (probe.direction if probe is not None else None)
+        if v is None or args.steer_layer is None:
+            raise ToxlensError("--sweep-scales needs --steer-layer and a vector (--probe or --steer-vector)")
+        sweep, _ = sweep_steering(model, prompts, v, args.steer_layer, scales, **common)
+    result.settings.update(
+        command="evaluate",
+        args={k: v for k, v in vars(args).items() if k != "func"},
+        probe=None if probe is None else {"layer": probe.layer, "hook": probe.hook, **probe.metadata},
+        wall_time_s=time.perf_counter() - t0,
+    )
+    with atomic_directory(args.out, args.overwrite) as stage:
+        result.write(stage)
+        if sweep is not None:
+            sweep.to_csv(stage / "sweep.csv", index=False)
+        from figures.render_eval import render_evaluation
+
+        render_evaluation(stage, stage / "figures")
+    cols = ["condition", "toxicity_probability", "tp_ci_low", "tp_ci_high", "expected_max_toxicity", "perplexity"]
+    print(result.summary[cols + ["sample_perplexity", "rollbacks_per_sample", "tokens_per_second"]].to_string(index=False))
+    if sweep is not None:
+        print(sweep[["scale", "toxicity_probability", "expected_max_toxicity", "perplexity"]].to_string(index=False))
+    print(json.dumps({"wrote": str(args.out)}))
+    return 0
