@@ -30,7 +30,6 @@ from typing import Any
 
 import pandas as pd
 import torch
-from lens.perplexity import perplexity
 
 from interventions.conditions import Condition
 from interventions.generate import Generation, generate
@@ -39,6 +38,7 @@ from interventions.scoring import distinct_n, get_scorer, toxicity_stats
 from interventions.steering import Steer, steering
 from lens.errors import ToxlensError
 from lens.model import LensModel
+from lens.perplexity import perplexity
 
 SUMMARY_COLUMNS = [
     "condition",
@@ -295,7 +295,9 @@ def sweep_steering(
     for a in scales:
         steer = Steer(vector, layer, float(a), positions="all", site=site)
         steer.check(model)
-        conds.append(Condition(f"steer@{float(a):g}", steers=[steer] if a != 0 else [], settings=steer.describe()))
+        conds.append(
+            Condition(f"steer@{float(a):g}", steers=[steer] if a != 0 else [], settings=steer.describe())
+        )
     result = evaluate(model, prompts, conds, **kwargs)
     sweep = result.summary.copy()
     sweep.insert(0, "scale", [float(a) for a in scales])

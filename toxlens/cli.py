@@ -1,4 +1,7 @@
-"""Command-line interface: ``toxlens locate`` and ``toxlens tokens``.
+"""Command-line interface: ``toxlens locate``, ``tokens``, ``probe train`` and ``generate``.
+
+A subcommand living in its own module (``toxlens/cli_*.py``) exposes ``add_parser(sub)`` and
+``run(args) -> int``; it is wired in by adding the module to :data:`SUBCOMMANDS`.
 
 Every failure the user can cause is a ToxlensError: printed as one line, exit status 2, nothing written.
 """
@@ -9,10 +12,15 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from lens.errors import ToxlensError
+from toxlens import cli_evaluate, cli_generate, cli_probe
+
+# command name -> module with add_parser(sub) and run(args) -> int
+SUBCOMMANDS: dict[str, Any] = {"probe": cli_probe, "generate": cli_generate, "evaluate": cli_evaluate}
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -67,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(tok)
     _token_args(tok)
     tok.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    for module in SUBCOMMANDS.values():
+        module.add_parser(sub)
     return parser
 
 
@@ -153,14 +163,22 @@ def cmd_tokens(args: argparse.Namespace) -> int:
     return 0
 
 
+def commands() -> dict[str, Callable[[argparse.Namespace], int]]:
+    """Command name -> the function that runs it."""
+    return {
+        "locate": cmd_locate,
+        "tokens": cmd_tokens,
+        **{name: module.run for name, module in SUBCOMMANDS.items()},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "locate":
-            return cmd_locate(args)
-        if args.command == "tokens":
-            return cmd_tokens(args)
-        raise ToxlensError(f"unknown command {args.command!r}")
+        run = commands().get(args.command)
+        if run is None:
+            raise ToxlensError(f"unknown command {args.command!r}")
+        return int(run(args))
     except ToxlensError as err:
         print(f"toxlens: error: {err}", file=sys.stderr)
         return 2

@@ -19,26 +19,40 @@ def _floats(text: str, flag: str) -> list[float]:
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("evaluate", help="toxicity / fluency / cost of interventions on the same prompts and seeds")
+    p = sub.add_parser(
+        "evaluate", help="toxicity / fluency / cost of interventions on the same prompts and seeds"
+    )
     p.add_argument("--model", default="gpt2")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    p.add_argument("--prompts", required=True, help=".txt (one prompt per line) or .jsonl with a 'prompt' field")
+    p.add_argument(
+        "--prompts", required=True, help=".txt (one prompt per line) or .jsonl with a 'prompt' field"
+    )
     p.add_argument("--limit-prompts", type=int, default=None, help="use only the first N prompts")
     p.add_argument("--samples", type=int, default=10, help="samples per prompt (K)")
     p.add_argument("--max-new-tokens", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--conditions", default="none", help="comma list among none,ablate,steer,edit,rollback,rollback+steer")
-    p.add_argument("--scorer", default="profanity", help="profanity (default, offline) | detoxify | detoxify-unbiased")
+    p.add_argument(
+        "--conditions", default="none", help="comma list among none,ablate,steer,edit,rollback,rollback+steer"
+    )
+    p.add_argument(
+        "--scorer", default="profanity", help="profanity (default, offline) | detoxify | detoxify-unbiased"
+    )
     p.add_argument("--probe", default=None, help="probe directory (toxlens probe train)")
     p.add_argument("--threshold", type=float, default=None, help="rollback when a token's probe score >= T")
     p.add_argument("--safe-threshold", type=float, default=None, help="safe point: score < S (default T/2)")
     p.add_argument("--budget", type=int, default=4, help="rollbacks per sequence")
     p.add_argument("--on-budget", default="stop", choices=["stop", "continue"])
     p.add_argument("--correct-scale", type=float, default=8.0, help="rollback+steer: corrective steer size")
-    p.add_argument("--correct-tokens", type=int, default=8, help="rollback+steer: steered tokens after a rollback")
-    p.add_argument("--correct-layer", type=int, default=None, help="rollback+steer: layer (default: probe layer)")
-    p.add_argument("--no-forbid", action="store_true", help="do not forbid the token that started a discarded span")
+    p.add_argument(
+        "--correct-tokens", type=int, default=8, help="rollback+steer: steered tokens after a rollback"
+    )
+    p.add_argument(
+        "--correct-layer", type=int, default=None, help="rollback+steer: layer (default: probe layer)"
+    )
+    p.add_argument(
+        "--no-forbid", action="store_true", help="do not forbid the token that started a discarded span"
+    )
     p.add_argument("--ablate-from", default=None, help="locate output directory (ablate / edit conditions)")
     p.add_argument("--top-k", type=int, default=10, help="components taken from --ablate-from")
     p.add_argument("--ablate-kind", default="all", choices=["all", "heads", "mlps"])
@@ -46,8 +60,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--steer-vector", default=None, help="probe (default) | FILE.safetensors | L7.mlp:123")
     p.add_argument("--steer-layer", type=int, default=None)
     p.add_argument("--steer-scale", type=float, default=None, help="added scale × vector (negative: away)")
-    p.add_argument("--sweep-scales", default=None, help="comma list: also run a steering-scale sweep → sweep.csv")
-    p.add_argument("--perplexity-text", default=None, help="neutral text (.txt lines or .jsonl 'text') for perplexity")
+    p.add_argument(
+        "--sweep-scales", default=None, help="comma list: also run a steering-scale sweep → sweep.csv"
+    )
+    p.add_argument(
+        "--perplexity-text", default=None, help="neutral text (.txt lines or .jsonl 'text') for perplexity"
+    )
     p.add_argument("--limit-perplexity", type=int, default=None, help="use only the first N neutral texts")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--sample-top-k", type=int, default=None)
@@ -72,7 +90,11 @@ def run(args: argparse.Namespace) -> int:
 
     names = [c.strip() for c in args.conditions.split(",") if c.strip()]
     scales = _floats(args.sweep_scales, "--sweep-scales") if args.sweep_scales else []
-    for flag, v in (("--samples", args.samples), ("--max-new-tokens", args.max_new_tokens), ("--batch-size", args.batch_size)):
+    for flag, v in (
+        ("--samples", args.samples),
+        ("--max-new-tokens", args.max_new_tokens),
+        ("--batch-size", args.batch_size),
+    ):
         if v < 1:
             raise ToxlensError(f"{flag} must be >= 1, got {v}")
     prompts = read_prompts(args.prompts)[: args.limit_prompts]
@@ -147,9 +169,24 @@ def run(args: argparse.Namespace) -> int:
         from figures.render_eval import render_evaluation
 
         render_evaluation(stage, stage / "figures")
-    cols = ["condition", "toxicity_probability", "tp_ci_low", "tp_ci_high", "expected_max_toxicity", "perplexity"]
-    print(result.summary[cols + ["sample_perplexity", "rollbacks_per_sample", "tokens_per_second"]].to_string(index=False))
+    cols = [
+        "condition",
+        "toxicity_probability",
+        "tp_ci_low",
+        "tp_ci_high",
+        "expected_max_toxicity",
+        "perplexity",
+    ]
+    print(
+        result.summary[[*cols, "sample_perplexity", "rollbacks_per_sample", "tokens_per_second"]].to_string(
+            index=False
+        )
+    )
     if sweep is not None:
-        print(sweep[["scale", "toxicity_probability", "expected_max_toxicity", "perplexity"]].to_string(index=False))
+        print(
+            sweep[["scale", "toxicity_probability", "expected_max_toxicity", "perplexity"]].to_string(
+                index=False
+            )
+        )
     print(json.dumps({"wrote": str(args.out)}))
     return 0

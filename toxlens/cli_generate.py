@@ -1,0 +1,306 @@
+"""``toxlens generate``: sample continuations with optional probe monitoring, rollback and steering.
+
+Thin layer over :func:`interventions.generate.generate`. Flags, the probe and any steering-vector file
+are checked before the model is loaded. Nothing is written to disk; the output goes to stdout (readable
+text, or with ``--json`` one JSON object per prompt, one per line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from lens.errors import ToxlensError
+
+VALUE_VECTOR = re.compile(r"^L\d+\.mlp:\d+$")
+ON_BUDGET_CHOICES = ("stop", "continue")
+STEER_POSITION_CHOICES = ("prompt", "generated", "all")
+STEER_SITE_CHOICES = ("resid_pre", "resid_post")
+# Rollback flags: they only mean something with --threshold (defaults: interventions.policy.RollbackPolicy).
+ROLLBACK_FLAGS = {
+    "safe_threshold": "--safe-threshold",
+    "budget": "--budget",
+    "on_budget": "--on-budget",
+    "correct_scale": "--correct-scale",
+    "correct_tokens": "--correct-tokens",
+    "correct_layer": "--correct-layer",
+}
+STEER_FLAGS = {
+    "steer_layer": "--steer-layer",
+    "steer_scale": "--steer-scale",
+    "steer_positions": "--steer-positions",
+    "steer_site": "--steer-site",
+}
+
+
+def add_parser(sub: Any) -> None:
+    from toxlens.cli import _model_args
+
+    p = sub.add_parser(
+        "generate",
+        help="generate text, optionally monitored by a probe (rollback) and/or steered",
+        description="Prints the continuation of every --prompt (with --json: one JSON object per line).",
+    )
+    _model_args(p)
+    p.add_argument("--prompt", action="append", required=True, help="a prompt (repeat for several)")
+    p.add_argument("--max-new-tokens", type=int, required=True, help="tokens to generate per prompt")
+    p.add_argument("--seed", type=int, required=True, help="prompt i draws with a generator seeded seed+i")
+    g = p.add_argument_group("sampling")
+    g.add_argument("--temperature", type=float, default=1.0, help="default: 1.0")
+    g.add_argument("--top-k", type=int, default=None, help="keep the K most likely tokens (default: all)")
+    g.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (default: off)")
+    g.add_argument("--greedy", action="store_true", help="argmax decoding (ignores the three above)")
+    g.add_argument("--ignore-eos", action="store_true", help="do not stop a sequence at the EOS token")
+    m = p.add_argument_group("probe monitor and rollback")
+    m.add_argument("--probe", default=None, help="directory of a probe saved by `toxlens probe train`")
+    m.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="roll back when a generated token's probe score is >= T (without it, scores are only recorded)",
+    )
+    m.add_argument("--safe-threshold", type=float, default=None, help="safe-point score bound (default: 0.3)")
+    m.add_argument("--budget", type=int, default=None, help="rollbacks per sequence (default: 4)")
+    m.add_argument(
+        "--on-budget",
+        default=None,
+        metavar="{stop,continue}",
+        help="what happens past the budget: stop at the safe point, or continue (default: stop)",
+    )
+    m.add_argument(
+        "--correct-scale",
+        type=float,
+        default=None,
+        help="after a rollback, subtract A x probe direction at the corrective layer (default: 0, off)",
+    )
+    m.add_argument(
+        "--correct-tokens", type=int, default=None, help="positions the correction lasts (default: 8)"
+    )
+    m.add_argument(
+        "--correct-layer",
+        type=int,
+        default=None,
+        help="resid_pre layer of the correction (default: the probe's layer)",
+    )
+    m.add_argument(
+        "--no-forbid",
+        action="store_true",
+        help="allow the token that started a discarded span to be drawn again at the safe point",
+    )
+    s = p.add_argument_group("steering")
+    s.add_argument(
+        "--steer-vector",
+        default=None,
+        help="'probe' (the --probe direction), FILE.safetensors (tensor 'vector'), or L7.mlp:123 "
+        "(an MLP neuron's value vector)",
+    )
+    s.add_argument("--steer-layer", type=int, default=None, help="layer to steer at (required with a vector)")
+    s.add_argument("--steer-scale", type=float, default=None, help="scale of the vector (default: 1.0)")
+    s.add_argument(
+        "--steer-positions",
+        default=None,
+        metavar="{prompt,generated,all}",
+        help="positions steered (default: all)",
+    )
+    s.add_argument(
+        "--steer-site",
+        default=None,
+        metavar="{resid_pre,resid_post}",
+        help="hook of the steering layer (default: resid_pre)",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=16, help="prompts per batch (output does not depend on it)"
+    )
+    p.add_argument("--prepend-bos", action="store_true", help="put the BOS token in front of every prompt")
+    p.add_argument("--json", action="store_true", help="one JSON object per prompt, one per line")
+
+
+def _given(args: argparse.Namespace, flags: dict[str, str]) -> list[str]:
+    return [flag for dest, flag in flags.items() if getattr(args, dest) is not None]
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    if args.max_new_tokens < 1:
+        raise ToxlensError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if args.batch_size < 1:
+        raise ToxlensError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.threshold is None:
+        extra = _given(args, ROLLBACK_FLAGS) + (["--no-forbid"] if args.no_forbid else [])
+        if extra:
+            raise ToxlensError(f"{', '.join(extra)} only apply with --threshold")
+    else:
+        if args.probe is None:
+            raise ToxlensError("--threshold needs --probe DIR (the probe whose score is thresholded)")
+        if not 0 < args.threshold <= 1:
+            raise ToxlensError(f"--threshold must be in (0, 1], got {args.threshold}")
+    if args.on_budget is not None and args.on_budget not in ON_BUDGET_CHOICES:
+        raise ToxlensError(
+            f"unknown --on-budget {args.on_budget!r}; expected one of {list(ON_BUDGET_CHOICES)}"
+        )
+    if args.steer_vector is None:
+        extra = _given(args, STEER_FLAGS)
+        if extra:
+            raise ToxlensError(f"{', '.join(extra)} only apply with --steer-vector")
+        return
+    if args.steer_layer is None:
+        raise ToxlensError("--steer-vector needs --steer-layer L")
+    if args.steer_positions is not None and args.steer_positions not in STEER_POSITION_CHOICES:
+        raise ToxlensError(
+            f"unknown --steer-positions {args.steer_positions!r}; expected one of {list(STEER_POSITION_CHOICES)}"
+        )
+    if args.steer_site is not None and args.steer_site not in STEER_SITE_CHOICES:
+        raise ToxlensError(
+            f"unknown --steer-site {args.steer_site!r}; expected one of {list(STEER_SITE_CHOICES)}"
+        )
+    v = args.steer_vector
+    if v == "probe":
+        if args.probe is None:
+            raise ToxlensError("--steer-vector probe needs --probe DIR (whose direction is the vector)")
+    elif v.endswith(".safetensors"):
+        if not Path(v).is_file():
+            raise ToxlensError(f"steering vector file {v!r} does not exist")
+    elif not VALUE_VECTOR.match(v):
+        raise ToxlensError(
+            f"unknown --steer-vector {v!r}; expected 'probe', a FILE.safetensors, or L<layer>.mlp:<neuron> "
+            "(e.g. L7.mlp:123)"
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    from interventions.policy import RollbackPolicy
+    from interventions.sampling import Sampling
+    from lens.probe import Probe
+
+    _check_flags(args)
+    sampling = Sampling(args.temperature, args.top_k, args.top_p, args.greedy)
+    probe = Probe.load(args.probe) if args.probe is not None else None
+    policy: RollbackPolicy | None = None
+    if args.threshold is not None:
+        d = RollbackPolicy()
+        policy = RollbackPolicy(
+            safe_threshold=d.safe_threshold if args.safe_threshold is None else args.safe_threshold,
+            budget=d.budget if args.budget is None else args.budget,
+            on_budget=d.on_budget if args.on_budget is None else args.on_budget,
+            steer_scale=d.steer_scale if args.correct_scale is None else args.correct_scale,
+            steer_tokens=d.steer_tokens if args.correct_tokens is None else args.correct_tokens,
+            steer_layer=args.correct_layer,
+            forbid_token=not args.no_forbid,
+        )
+        if not 0 <= policy.safe_threshold <= args.threshold:
+            raise ToxlensError(
+                f"--safe-threshold must be in [0, --threshold={args.threshold}], got {policy.safe_threshold}"
+            )
+
+    from interventions.generate import generate
+    from lens.loading import load_model
+
+    model = load_model(args.model, args.device, args.dtype)
+    if probe is not None and probe.weight.shape[0] != model.info.d_model:
+        raise ToxlensError(
+            f"probe {args.probe!r} has d_model {probe.weight.shape[0]} but model {args.model!r} has "
+            f"{model.info.d_model}; it was trained on {probe.metadata.get('spec')!r}"
+        )
+    steer, steer_info = _steer(args, model, probe)
+    results = generate(
+        model,
+        list(args.prompt),
+        args.max_new_tokens,
+        seed=args.seed,
+        sampling=sampling,
+        steer=[steer] if steer is not None else [],
+        monitor=probe,
+        threshold=args.threshold,
+        policy=policy,
+        batch_size=args.batch_size,
+        prepend_bos=args.prepend_bos,
+        stop_at_eos=not args.ignore_eos,
+    )
+    settings: dict[str, Any] = {
+        "model": args.model,
+        "device": str(model.device),
+        "dtype": args.dtype,
+        "max_new_tokens": args.max_new_tokens,
+        "seed": args.seed,
+        "sampling": sampling.to_dict(),
+        "stop_at_eos": not args.ignore_eos,
+        "prepend_bos": bool(args.prepend_bos),
+        "batch_size": args.batch_size,
+        "probe": None if probe is None else _probe_info(args.probe, probe),
+        "threshold": args.threshold,
+        "policy": None if policy is None else policy.to_dict(),
+        "steer": steer_info,
+    }
+    for g in results:
+        record = g.to_dict()
+        record["token_texts"] = [model.tokenizer.decode([t]) for t in g.tokens]
+        record["threshold"] = args.threshold
+        record["safe_threshold"] = None if policy is None else policy.safe_threshold
+        record["settings"] = settings
+        if args.json:
+            print(json.dumps(record, ensure_ascii=False))
+        else:
+            _print_text(record, probe is not None)
+    return 0
+
+
+def _probe_info(path: str, probe: Any) -> dict[str, Any]:
+    from toxlens.cli_probe import file_sha256
+
+    return {
+        "path": str(path),
+        "sha256": file_sha256(Path(path) / "probe.safetensors"),
+        "layer": probe.layer,
+        "hook": probe.hook,
+        "pooling": probe.pooling,
+        "spec": probe.metadata.get("spec"),
+        "auc": probe.metadata.get("auc"),
+    }
+
+
+def _steer(args: argparse.Namespace, model: Any, probe: Any) -> tuple[Any, dict[str, Any] | None]:
+    from interventions.steering import Steer, load_vector, probe_vector, value_vector
+    from toxlens.cli_probe import file_sha256
+
+    v = args.steer_vector
+    if v is None:
+        return None, None
+    source: dict[str, Any]
+    if v == "probe":
+        vector = probe_vector(probe)
+        source = {"kind": "probe", "path": str(args.probe)}
+    elif v.endswith(".safetensors"):
+        vector = load_vector(v, model)
+        source = {"kind": "file", "path": v, "sha256": file_sha256(v)}
+    else:
+        vector = value_vector(model, v)
+        source = {"kind": "value_vector", "neuron": v}
+    steer = Steer(
+        vector,
+        args.steer_layer,
+        1.0 if args.steer_scale is None else args.steer_scale,
+        args.steer_positions or "all",
+        args.steer_site or "resid_pre",
+    )
+    steer.check(model)
+    return steer, {"vector": v, **source, **steer.describe()}
+
+
+def _print_text(rec: dict[str, Any], monitored: bool) -> None:
+    print(f"prompt: {rec['prompt']!r}")
+    print(f"continuation: {rec['text']!r}")
+    if monitored and rec["scores"]:
+        print(f"probe scores: max {max(rec['scores']):.3f}, last {rec['scores'][-1]:.3f}")
+    rb = rec["rollbacks"]
+    if rb:
+        parts = "; ".join(f"at {r['at']} -> {r['to']} (discarded {r['discarded']})" for r in rb)
+        print(f"rollbacks: {len(rb)}: {parts}")
+    else:
+        print("rollbacks: none")
+    print(
+        f"finish: {rec['finish_reason']}; tokens {len(rec['tokens'])}; forward_tokens {rec['forward_tokens']} "
+        f"(recomputed {rec['recomputed']}); seed {rec['seed']}"
+    )
+    print()

@@ -1,0 +1,258 @@
+"""``toxlens probe train``: fit a linear toxicity probe on the residual stream and save it.
+
+Thin layer over :mod:`lens.probe`: flags are checked and the labelled data read before the model is
+loaded; the output directory is staged and renamed (:func:`lens.io.atomic_directory`). Every choice
+that changes a number is recorded in ``probe.json`` (through the probe's metadata).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import math
+from pathlib import Path
+from typing import Any
+
+from lens.errors import ToxlensError
+
+LAYERS_CSV_COLUMNS = ("layer", "accuracy", "auc", "n_train", "n_test")
+HOOK_CHOICES = ("resid_post", "resid_pre")
+POOLING_CHOICES = ("mean", "last")
+
+
+def add_parser(sub: Any) -> None:
+    from toxlens.cli import _model_args
+
+    probe = sub.add_parser("probe", help="train a linear toxicity probe on the residual stream")
+    psub = probe.add_subparsers(dest="probe_command", required=True)
+    p = psub.add_parser(
+        "train",
+        help="fit a probe at one layer (--layer) or at every layer keeping the best (--all-layers)",
+        description="Writes OUT/probe.safetensors and OUT/probe.json (and OUT/layers.csv with --all-layers).",
+    )
+    _model_args(p)
+    p.add_argument("--data", required=True, help="labelled CSV (header row) or JSONL file")
+    p.add_argument("--text-col", default="text", help="column holding the text (default: text)")
+    p.add_argument("--label-col", default="label", help="column holding the label (default: label)")
+    p.add_argument(
+        "--positive-labels",
+        required=True,
+        help="comma-separated label values counted as toxic (1), e.g. 0,1 for Davidson's class column",
+    )
+    p.add_argument(
+        "--negative-labels",
+        default=None,
+        help="comma-separated label values counted as non-toxic (0); when given, any other value is an "
+        "error (default: every value not in --positive-labels is negative)",
+    )
+    p.add_argument("--layer", type=int, default=None, help="the layer whose residual stream is probed")
+    p.add_argument(
+        "--all-layers",
+        action="store_true",
+        help="fit a probe at every layer, keep the best by held-out ROC AUC, write layers.csv",
+    )
+    p.add_argument(
+        "--hook", default="resid_post", metavar="{resid_post,resid_pre}", help="default: resid_post"
+    )
+    p.add_argument(
+        "--pooling",
+        default="mean",
+        metavar="{mean,last}",
+        help="mean over positions or the last token (default: mean)",
+    )
+    p.add_argument("--limit", type=int, default=None, help="use only the first N rows of the file")
+    p.add_argument(
+        "--balance",
+        action="store_true",
+        help="subsample the majority class to the minority count (seeded by --seed) before splitting",
+    )
+    p.add_argument("--test-fraction", type=float, default=0.25, help="held-out fraction per class (0.25)")
+    p.add_argument(
+        "--C", type=float, default=1.0, help="inverse L2 strength of the logistic regression (1.0)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and of --balance (default: 0)")
+    p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (speed only)")
+    p.add_argument("--prepend-bos", action="store_true", help="put the BOS token in front of every text")
+    p.add_argument("--out", required=True, help="output directory (written atomically)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.probe_command == "train":
+        return train(args)
+    raise ToxlensError(f"unknown probe command {args.probe_command!r}; expected 'train'")
+
+
+def parse_labels(value: str | None, flag: str) -> list[str] | None:
+    if value is None:
+        return None
+    labels = [v.strip() for v in value.split(",")]
+    if not labels or any(not v for v in labels):
+        raise ToxlensError(f"{flag} {value!r}: expected comma-separated non-empty label values, e.g. 0,1")
+    return labels
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    if args.layer is not None and args.all_layers:
+        raise ToxlensError("--layer and --all-layers exclude each other; give one of them")
+    if args.layer is None and not args.all_layers:
+        raise ToxlensError("give --layer L (one probe) or --all-layers (one per layer, best kept)")
+    if args.layer is not None and args.layer < 0:
+        raise ToxlensError(f"--layer must be >= 0, got {args.layer}")
+    if args.hook not in HOOK_CHOICES:
+        raise ToxlensError(f"unknown --hook {args.hook!r}; expected one of {list(HOOK_CHOICES)}")
+    if args.pooling not in POOLING_CHOICES:
+        raise ToxlensError(f"unknown --pooling {args.pooling!r}; expected one of {list(POOLING_CHOICES)}")
+    if args.limit is not None and args.limit < 1:
+        raise ToxlensError(f"--limit must be >= 1, got {args.limit}")
+    if not 0 < args.test_fraction < 1:
+        raise ToxlensError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
+    if not (math.isfinite(args.C) and args.C > 0):
+        raise ToxlensError(f"--C must be a finite positive number, got {args.C}")
+    if args.batch_size < 1:
+        raise ToxlensError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not Path(args.data).is_file():
+        raise ToxlensError(f"labelled data file {args.data!r} does not exist")
+
+
+def balance(labels: list[int], seed: int) -> list[int]:
+    """Indices (in file order) keeping every minority-class row and a seeded random subset of the
+    majority class of the same size."""
+    import torch
+
+    pos = [i for i, v in enumerate(labels) if v == 1]
+    neg = [i for i, v in enumerate(labels) if v == 0]
+    minority, majority = (pos, neg) if len(pos) <= len(neg) else (neg, pos)
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(majority), generator=gen)[: len(minority)].tolist()
+    return sorted(minority + [majority[k] for k in order])
+
+
+def _check_split(n_neg: int, n_pos: int, test_fraction: float) -> None:
+    for name, n in (("negative", n_neg), ("positive", n_pos)):
+        k = math.ceil(test_fraction * n)
+        if k >= n:
+            raise ToxlensError(
+                f"--test-fraction {test_fraction} holds out all {n} {name} examples; "
+                "lower it or give more data"
+            )
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def train(args: argparse.Namespace) -> int:
+    import time
+
+    from lens.io import atomic_directory, check_output_dir
+    from lens.probe import Probe, collect_residuals, data_hash, fit_probe, load_labelled
+
+    _check_flags(args)
+    positive = parse_labels(args.positive_labels, "--positive-labels")
+    assert positive is not None
+    negative = parse_labels(args.negative_labels, "--negative-labels")
+    if negative is not None and set(positive) & set(negative):
+        raise ToxlensError(
+            f"labels {sorted(set(positive) & set(negative))} are both in --positive-labels and "
+            "--negative-labels"
+        )
+    out = Path(args.out)
+    check_output_dir(out, args.overwrite)
+
+    texts, labels = load_labelled(args.data, args.text_col, args.label_col, positive, negative, args.limit)
+    n_rows, n_pos_all = len(labels), sum(labels)
+    if min(n_pos_all, n_rows - n_pos_all) < 2:
+        raise ToxlensError(
+            f"{args.data}: {n_pos_all} rows have a {args.label_col!r} value in --positive-labels "
+            f"{','.join(positive)} and {n_rows - n_pos_all} do not; need at least 2 of each class"
+        )
+    if args.balance:
+        keep = balance(labels, args.seed)
+        texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
+    n_pos = sum(labels)
+    n_neg = len(labels) - n_pos
+    _check_split(n_neg, n_pos, args.test_fraction)
+
+    from lens.loading import load_model
+
+    t0 = time.perf_counter()
+    model = load_model(args.model, args.device, args.dtype)
+    if args.layer is not None and args.layer >= model.n_layers:
+        raise ToxlensError(
+            f"--layer {args.layer} is out of range: model {args.model!r} has {model.n_layers} layers "
+            f"(0..{model.n_layers - 1})"
+        )
+    layers = list(range(model.n_layers)) if args.all_layers else [args.layer]
+    import torch
+
+    feats = collect_residuals(
+        model, texts, layers, args.batch_size, args.hook, args.pooling, args.prepend_bos
+    )
+    y = torch.tensor(labels, dtype=torch.long)
+    meta: dict[str, Any] = {
+        "spec": model.spec,
+        "model": model.info.to_dict(),
+        "data": str(args.data),
+        "data_sha256": file_sha256(args.data),
+        "data_hash": data_hash(texts, labels),
+        "text_col": args.text_col,
+        "label_col": args.label_col,
+        "positive_labels": positive,
+        "negative_labels": negative,
+        "limit": args.limit,
+        "balance": bool(args.balance),
+        "prepend_bos": bool(args.prepend_bos),
+        "batch_size": args.batch_size,
+        "counts": {
+            "rows_read": n_rows,
+            "positive_read": n_pos_all,
+            "negative_read": n_rows - n_pos_all,
+            "used": len(labels),
+            "positive": n_pos,
+            "negative": n_neg,
+        },
+        "all_layers": bool(args.all_layers),
+        "selection": "max held-out auc; ties: higher accuracy, then lower layer" if args.all_layers else None,
+    }
+    probes: dict[int, Probe] = {}
+    for layer in layers:
+        probes[layer] = fit_probe(
+            feats[layer], y, layer, args.hook, args.pooling, args.test_fraction, args.seed, args.C, meta
+        )
+    best = max(layers, key=lambda k: (probes[k].metadata["auc"], probes[k].metadata["accuracy"], -k))
+    probe = probes[best]
+    rows = [{c: probes[k].metadata[c] if c != "layer" else k for c in LAYERS_CSV_COLUMNS} for k in layers]
+    if args.all_layers:
+        probe.metadata["layers"] = rows
+    probe.metadata["wall_time_s"] = time.perf_counter() - t0
+
+    with atomic_directory(out, args.overwrite) as stage:
+        probe.save(stage)
+        if args.all_layers:
+            with (stage / "layers.csv").open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(LAYERS_CSV_COLUMNS))
+                writer.writeheader()
+                writer.writerows(rows)
+
+    if args.all_layers:
+        print(f"{'layer':>5}  {'accuracy':>8}  {'auc':>6}  {'n_train':>7}  {'n_test':>6}")
+        for r in rows:
+            mark = "  <- best" if r["layer"] == best else ""
+            print(
+                f"{r['layer']:>5}  {r['accuracy']:>8.4f}  {r['auc']:>6.4f}  {r['n_train']:>7}  "
+                f"{r['n_test']:>6}{mark}"
+            )
+    m = probe.metadata
+    print(
+        f"probe at layer {best} ({args.hook}, {args.pooling} pooling): held-out accuracy "
+        f"{m['accuracy']:.4f}, ROC AUC {m['auc']:.4f} (n_train {m['n_train']}, n_test {m['n_test']})"
+    )
+    written = "probe.safetensors, probe.json" + (", layers.csv" if args.all_layers else "")
+    print(f"wrote {out}/{written}")
+    return 0
