@@ -348,19 +348,16 @@ class _Engine:
         self, r: _Row, i: int, tok: int, p: int, score: float | None, mask: Tensor, nxt: Tensor
     ) -> None:
         gi = p - len(r.prompt)  # generated index of the fed token (-1: the prompt's last token)
+        fresh = gi >= len(r.scores)  # False for a token fed again with the corrective steer
+        if score is not None and fresh:
+            r.scores.append(score)  # a token fed again keeps its first score
         if score is not None:
-            if gi >= 0:
-                if gi < len(r.scores):
-                    r.scores[gi] = score
-                else:
-                    r.scores.append(score)
-            else:
-                r.prompt_scores[-1] = score
             r.timeline.append({"position": p, "token": tok, "score": score, "event": "token"})
         if (
             self.threshold is not None
             and score is not None
             and gi >= 0
+            and fresh
             and score >= self.threshold
             and not (r.done or r.refeed)
         ):

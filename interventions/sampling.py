@@ -94,6 +94,9 @@ def make_generator(seed: int, device: torch.device) -> torch.Generator:
     return gen
 
 
+_WORD_STARTS: dict[int, tuple[Any, Tensor]] = {}
+
+
 def word_starts(tokenizer: Any) -> Bool[Tensor, "d_vocab"]:
     """``True`` for token ids that begin a new word (or are punctuation, whitespace or special).
 
@@ -102,6 +105,15 @@ def word_starts(tokenizer: Any) -> Bool[Tensor, "d_vocab"]:
     whole word) mark every id.
     """
     n = len(tokenizer)
+    hit = _WORD_STARTS.get(id(tokenizer))
+    if hit is not None and hit[0] is tokenizer and hit[1].shape[0] == n:
+        return hit[1]
+    table = _word_starts(tokenizer, n)
+    _WORD_STARTS[id(tokenizer)] = (tokenizer, table)
+    return table
+
+
+def _word_starts(tokenizer: Any, n: int) -> Bool[Tensor, "d_vocab"]:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     model_type = type(backend.model).__name__ if backend is not None else ""
     if model_type == "WordLevel":

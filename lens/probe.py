@@ -222,8 +222,10 @@ def fit_probe(
     seed: int = 0,
     C: float = 1.0,
     metadata: dict[str, Any] | None = None,
+    split_idx: tuple[list[int], list[int]] | None = None,
 ) -> Probe:
-    """Standardise, split (seeded, stratified), fit, evaluate on the held-out part."""
+    """Standardise, split (seeded, stratified; or the given ``split_idx`` = (train, test) rows), fit,
+    evaluate on the held-out part."""
     from sklearn.linear_model import LogisticRegression
 
     if not 0 < test_fraction < 1:
@@ -232,7 +234,7 @@ def fit_probe(
         raise ToxlensError(f"C must be a finite positive number, got {C!r}")
     if not torch.isfinite(feats).all():
         raise ToxlensError(f"features of layer {layer} contain NaN/inf; expected finite residuals")
-    train, test = split(y, test_fraction, seed)
+    train, test = split(y, test_fraction, seed) if split_idx is None else split_idx
     mu = feats[train].mean(0)
     sd = feats[train].std(0, unbiased=False).clamp_min(1e-6)
     x = (feats - mu) / sd

@@ -14,10 +14,12 @@ is refused unless ``--overwrite``):
 * ``neutral.txt`` — ``--n-neutral`` cleaned *neither* (class 2) tweets with at least
   ``--neutral-min-words`` words, deduplicated, one per line, picked the same way (for perplexity).
 * ``manifest.json`` — source path, sha256 of the CSV, counts, seed, arguments and cleaning rules.
+* ``probe_train.csv`` — ``tweet,class`` for every other row (cleaned tweet; rows used as neutral
+  texts or whose cleaned tweet starts with an evaluation prompt are left out), so a probe trained on it
+  never sees evaluation text.
 
-The probe is trained on the Davidson CSV directly (``lens.probe.load_labelled``), not from these
-files. If the CSV is missing the script prints one line and exits with status 2 (so do other input
-errors). The functions are importable (``clean_tweet``, ``make_prompts``, ``make_neutral``).
+If the CSV is missing the script prints one line and exits with status 2 (so do other input errors).
+The functions are importable (``clean_tweet``, ``make_prompts``, ``make_neutral``, ``probe_rows``).
 """
 
 from __future__ import annotations
@@ -153,6 +155,21 @@ def make_neutral(
     return _pick([" ".join(w) for w in _eligible(rows, label, min_words)], n, seed, "neutral texts")
 
 
+def probe_rows(
+    rows: Iterable[Mapping[str, Any]], prompts: Sequence[str], neutral: Sequence[str]
+) -> list[tuple[str, str]]:
+    """(cleaned tweet, class) of every row not used for evaluation: not a neutral text, not starting
+    with a prompt, non-empty after cleaning."""
+    used_neutral = set(neutral)
+    starts = tuple(prompts)
+    out = []
+    for row in rows:
+        text = clean_tweet(str(row["tweet"]))
+        if text and text not in used_neutral and not text.startswith(starts):
+            out.append((text, str(row["class"]).strip()))
+    return out
+
+
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -168,6 +185,7 @@ def build(args: argparse.Namespace) -> Path:
         rows, args.n_prompts, args.seed, args.min_words, args.min_prompt_words, args.max_prompt_words
     )
     neutral = make_neutral(rows, args.n_neutral, args.seed, args.neutral_min_words)
+    train_rows = probe_rows(rows, prompts, neutral)
     manifest = {
         "source": str(csv_path.resolve()),
         "source_sha256": sha256(csv_path),
@@ -175,6 +193,9 @@ def build(args: argparse.Namespace) -> Path:
         "source_class_counts": dict(sorted(Counter(str(r["class"]).strip() for r in rows).items())),
         "n_prompts": len(prompts),
         "n_neutral": len(neutral),
+        "n_probe_train": len(train_rows),
+        "probe_train_rule": "every row whose cleaned tweet is non-empty, is not a neutral text and does not "
+        "start with an evaluation prompt (so the probe never sees evaluation text); columns tweet (cleaned), class",
         "eligible_prompts": len(_eligible(rows, OFFENSIVE, args.min_words)),
         "eligible_neutral": len(_eligible(rows, NEITHER, args.neutral_min_words)),
         "seed": args.seed,
@@ -192,6 +213,10 @@ def build(args: argparse.Namespace) -> Path:
         with (staging / "prompts.jsonl").open("w", encoding="utf-8") as f:
             f.writelines(json.dumps({"prompt": p}, ensure_ascii=False) + "\n" for p in prompts)
         (staging / "neutral.txt").write_text("".join(t + "\n" for t in neutral), encoding="utf-8")
+        with (staging / "probe_train.csv").open("w", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["tweet", "class"])
+            writer.writerows(train_rows)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return Path(args.out)
 
@@ -223,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ToxlensError as err:
         print(f"make_eval_data: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {out}/prompts.jsonl, neutral.txt, manifest.json")
+    print(f"wrote {out}/prompts.jsonl, neutral.txt, probe_train.csv, manifest.json")
     return 0
 
 

@@ -18,7 +18,7 @@ from lens.errors import ToxlensError
 
 LAYERS_CSV_COLUMNS = ("layer", "accuracy", "auc", "n_train", "n_test")
 HOOK_CHOICES = ("resid_post", "resid_pre")
-POOLING_CHOICES = ("mean", "last")
+POOLING_CHOICES = ("mean", "last", "token")
 
 
 def add_parser(sub: Any) -> None:
@@ -58,9 +58,18 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--pooling",
         default="mean",
-        metavar="{mean,last}",
-        help="mean over positions or the last token (default: mean)",
+        metavar="{mean,last,token}",
+        help="mean over positions, the last token, or token: every token is one example, as the "
+        "generation monitor sees them (needs --layer; see --token-labels) (default: mean)",
     )
+    p.add_argument(
+        "--token-labels",
+        default="text",
+        metavar="{text,lexicon}",
+        help="with --pooling token: each token gets its text's label (text) or 1 when its word is "
+        "profane by alt-profanity-check's shipped model (lexicon) (default: text)",
+    )
+    p.add_argument("--max-tokens", type=int, default=64, help="with --pooling token: tokens kept per text")
     p.add_argument("--limit", type=int, default=None, help="use only the first N rows of the file")
     p.add_argument(
         "--balance",
@@ -104,6 +113,12 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ToxlensError(f"unknown --hook {args.hook!r}; expected one of {list(HOOK_CHOICES)}")
     if args.pooling not in POOLING_CHOICES:
         raise ToxlensError(f"unknown --pooling {args.pooling!r}; expected one of {list(POOLING_CHOICES)}")
+    if args.pooling == "token" and args.all_layers:
+        raise ToxlensError("--pooling token fits one layer at a time; give --layer L instead of --all-layers")
+    if args.token_labels not in ("text", "lexicon"):
+        raise ToxlensError(f"unknown --token-labels {args.token_labels!r}; expected text or lexicon")
+    if args.token_labels != "text" and args.pooling != "token":
+        raise ToxlensError("--token-labels applies to --pooling token only")
     if args.limit is not None and args.limit < 1:
         raise ToxlensError(f"--limit must be >= 1, got {args.limit}")
     if not 0 < args.test_fraction < 1:
@@ -191,9 +206,10 @@ def train(args: argparse.Namespace) -> int:
     layers = list(range(model.n_layers)) if args.all_layers else [args.layer]
     import torch
 
-    feats = collect_residuals(
-        model, texts, layers, args.batch_size, args.hook, args.pooling, args.prepend_bos
-    )
+    if args.pooling != "token":
+        feats = collect_residuals(
+            model, texts, layers, args.batch_size, args.hook, args.pooling, args.prepend_bos
+        )
     y = torch.tensor(labels, dtype=torch.long)
     meta: dict[str, Any] = {
         "spec": model.spec,
@@ -221,7 +237,25 @@ def train(args: argparse.Namespace) -> int:
         "selection": "max held-out auc; ties: higher accuracy, then lower layer" if args.all_layers else None,
     }
     probes: dict[int, Probe] = {}
-    for layer in layers:
+    if args.pooling == "token":
+        from lens.token_probe import train_token_probe
+
+        probes[layers[0]] = train_token_probe(
+            model,
+            texts,
+            labels,
+            layers[0],
+            args.token_labels,
+            args.hook,
+            max_tokens=args.max_tokens,
+            test_fraction=args.test_fraction,
+            seed=args.seed,
+            C=args.C,
+            batch_size=args.batch_size,
+            prepend_bos=args.prepend_bos,
+            metadata=meta,
+        )
+    for layer in layers if args.pooling != "token" else []:
         probes[layer] = fit_probe(
             feats[layer], y, layer, args.hook, args.pooling, args.test_fraction, args.seed, args.C, meta
         )

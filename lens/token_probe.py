@@ -1,0 +1,167 @@
+"""Token-level probes: one training example per token, as the generation monitor sees them.
+
+A probe fitted on text-pooled residuals (``mean``) sees, at generation time, single-token residuals
+from another distribution (their scores saturate); a probe that monitors tokens should be trained on
+tokens. :func:`train_token_probe` uses every token of every text (``pooling="token"``), labelled by
+
+* ``token_labels="text"`` — the label of the text the token belongs to ("is this text toxic, judging
+  from here"); in a toxic context every token is positive;
+* ``token_labels="lexicon"`` — whether the *word the token is part of* is profane by the lexical
+  model that the PyPI package ``alt-profanity-check`` ships (``predict_prob ≥ lexicon_threshold``;
+  a word is the maximal run of non-space characters around the token's characters). This marks the
+  tokens that *start or continue a toxic word* — what a rollback has to cut. Note: the same package is
+  the default toxicity scorer of ``toxlens evaluate``; state that when reporting results.
+
+Texts, not tokens, are split into train and held-out sets (seeded, stratified by the text label), so
+no text contributes to both. Texts are grouped by token length, never padded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from lens.errors import ToxlensError
+from lens.hooks import attach, keepers
+from lens.model import LensModel
+from lens.probe import HOOKS, Probe, _check_labels, data_hash, fit_probe, split
+
+TOKEN_LABELS = ("text", "lexicon")
+
+
+def _token_ids(model: LensModel, texts: Sequence[str], max_tokens: int, prepend_bos: bool) -> list[list[int]]:
+    ids = [model.tokenize(t, prepend_bos)[:max_tokens] for t in texts]
+    empty = [i for i, row in enumerate(ids) if not row]
+    if empty:
+        raise ToxlensError(f"texts {empty[:5]} have no tokens; expected at least one token per text")
+    return ids
+
+
+@torch.no_grad()
+def collect_token_residuals(
+    model: LensModel,
+    ids: Sequence[Sequence[int]],
+    layer: int,
+    hook: str = "resid_post",
+    batch_size: int = 32,
+) -> tuple[Float[Tensor, "n_tokens d_model"], Int[Tensor, "n_tokens"]]:
+    """Residual of every token of every tokenized text (float32, CPU) and the text index of each row,
+    in text order."""
+    if hook not in HOOKS:
+        raise ToxlensError(f"unknown probe hook {hook!r}; expected one of {sorted(HOOKS)}")
+    if not 0 <= layer < model.n_layers:
+        raise ToxlensError(f"layer must be in [0, {model.n_layers}), got {layer}")
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, row in enumerate(ids):
+        groups[len(row)].append(i)
+    per_text: list[Tensor | None] = [None] * len(ids)
+    name = HOOKS[hook](layer)
+    for members in groups.values():
+        for start in range(0, len(members), batch_size):
+            rows = members[start : start + batch_size]
+            seen: dict[str, Tensor] = {}
+            prepared = model.prepare(torch.tensor([list(ids[i]) for i in rows], device=model.device))
+            with attach(model.bridge, keepers(seen, [name])):
+                model.run_layers(prepared.resid, prepared, 0, layer + 1)
+            for k, i in enumerate(rows):
+                per_text[i] = seen[name][k].float().cpu()
+    feats = torch.cat([t for t in per_text if t is not None])
+    index = torch.cat([torch.full((len(row),), i, dtype=torch.long) for i, row in enumerate(ids)])
+    return feats, index
+
+
+def lexicon_token_labels(
+    model: LensModel, texts: Sequence[str], ids: Sequence[Sequence[int]], threshold: float = 0.5
+) -> list[list[int]]:
+    """Per token: 1 when the word it belongs to scores ``≥ threshold`` with alt-profanity-check."""
+    from profanity_check import predict_prob
+
+    words_per_text: list[list[str]] = []
+    for text, row in zip(texts, ids):
+        enc = model.tokenizer(text, return_offsets_mapping=True)
+        offsets = list(enc["offset_mapping"])
+        added = (
+            1 if len(row) and (not enc["input_ids"] or row[0] != enc["input_ids"][0]) else 0
+        )  # BOS put in front
+        words = [""] * added + [_word_at(text, a, b) for a, b in offsets]
+        words_per_text.append(words[: len(row)])
+    vocab = sorted({w for ws in words_per_text for w in ws if w})
+    probs = dict(zip(vocab, (float(p) for p in predict_prob(vocab)))) if vocab else {}
+    return [[int(bool(w) and probs[w] >= threshold) for w in ws] for ws in words_per_text]
+
+
+def _word_at(text: str, a: int, b: int) -> str:
+    if a >= b:
+        return ""
+    s, e = a, b
+    while s > 0 and not text[s - 1].isspace():
+        s -= 1
+    while e < len(text) and not text[e].isspace():
+        e += 1
+    return text[s:e].strip()
+
+
+def train_token_probe(
+    model: LensModel,
+    texts: Sequence[str],
+    labels: Sequence[int],
+    layer: int,
+    token_labels: str = "text",
+    hook: str = "resid_post",
+    lexicon_threshold: float = 0.5,
+    max_tokens: int = 64,
+    test_fraction: float = 0.25,
+    seed: int = 0,
+    C: float = 0.1,
+    batch_size: int = 32,
+    prepend_bos: bool = False,
+    metadata: dict[str, Any] | None = None,
+) -> Probe:
+    """Fit a ``pooling="token"`` probe at ``layer``; held-out per-token accuracy and ROC AUC are in
+    ``probe.metadata`` (texts split, see module docstring)."""
+    if token_labels not in TOKEN_LABELS:
+        raise ToxlensError(f"unknown token_labels {token_labels!r}; expected one of {TOKEN_LABELS}")
+    if max_tokens < 1:
+        raise ToxlensError(f"max_tokens must be >= 1, got {max_tokens}")
+    y_text = _check_labels(texts, labels)
+    ids = _token_ids(model, texts, max_tokens, prepend_bos)
+    feats, index = collect_token_residuals(model, ids, layer, hook, batch_size)
+    if token_labels == "text":
+        y = y_text[index]
+    else:
+        y = torch.tensor(
+            [v for row in lexicon_token_labels(model, texts, ids, lexicon_threshold) for v in row]
+        )
+    counts = [int((y == c).sum()) for c in (0, 1)]
+    if min(counts) < 2:
+        raise ToxlensError(
+            f"token labels ({token_labels}) give {counts[0]} negative / {counts[1]} positive tokens"
+        )
+    _, test_texts = split(y_text, test_fraction, seed)
+    test_set = set(test_texts)
+    is_test = torch.tensor([int(i) in test_set for i in index.tolist()])
+    split_idx = (torch.nonzero(~is_test)[:, 0].tolist(), torch.nonzero(is_test)[:, 0].tolist())
+    meta = {
+        "spec": model.spec,
+        "data_hash": data_hash(texts, labels),
+        "token_labels": token_labels,
+        "lexicon_threshold": lexicon_threshold if token_labels == "lexicon" else None,
+        "max_tokens": max_tokens,
+        "prepend_bos": prepend_bos,
+        "n_texts": len(texts),
+        "n_tokens": len(y),
+        "positive_tokens": counts[1],
+        "split": "by text (seeded, stratified by text label)",
+        **(metadata or {}),
+    }
+    probe = fit_probe(feats, y, layer, hook, "token", test_fraction, seed, C, meta, split_idx=split_idx)
+    probe.metadata["positive_fraction"] = counts[1] / max(1, sum(counts))
+    if not math.isfinite(probe.metadata["auc"]):
+        raise ToxlensError("held-out AUC is not finite: the held-out texts hold a single token class")
+    return probe
