@@ -35,6 +35,7 @@ every active :mod:`interventions.edits` edit applies) one token per step with a 
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -115,19 +116,15 @@ def generate(
         raise ToxlensError(f"max_new_tokens and batch_size must be >= 1, got {max_new_tokens}, {batch_size}")
     for s in steers:
         s.check(model)
+    if threshold is not None and monitor is None:
+        raise ToxlensError("threshold given without a monitor probe; pass monitor=Probe")
+    if monitor is not None:
+        _check_monitor(model, monitor, need_direction=threshold is not None and policy.steer_scale > 0)
     if threshold is not None:
-        if monitor is None:
-            raise ToxlensError("threshold given without a monitor probe; pass monitor=Probe")
+        assert monitor is not None
         if not 0 < threshold <= 1:
             raise ToxlensError(f"threshold must be in (0, 1], got {threshold}")
         policy.check(model, monitor, threshold)
-    if monitor is not None:
-        if monitor.hook not in HOOKS or not 0 <= monitor.layer < model.n_layers:
-            raise ToxlensError(
-                f"probe reads {monitor.hook} at layer {monitor.layer}; the model has {model.n_layers}"
-            )
-        if monitor.weight.shape[0] != model.info.d_model:
-            raise ToxlensError(f"probe has d_model {monitor.weight.shape[0]}, model has {model.info.d_model}")
     ids = [model.tokenize(p, prepend_bos) for p in prompts]
     for i, row in enumerate(ids):
         if not row:
@@ -145,6 +142,26 @@ def generate(
         engine.run(rows)
         out.extend(_result(model, prompts[i], r, seed + i) for i, r in zip(chunk, rows))
     return out
+
+
+def _check_monitor(model: LensModel, probe: Probe, need_direction: bool) -> None:
+    """The probe must read an existing hook of this model and hold finite numbers."""
+    if probe.hook not in HOOKS or not 0 <= probe.layer < model.n_layers:
+        raise ToxlensError(
+            f"monitor probe reads {probe.hook!r} at layer {probe.layer}; expected one of {sorted(HOOKS)} "
+            f"at a layer in [0, {model.n_layers})"
+        )
+    d = model.info.d_model
+    for name in ("weight", "mean", "std"):
+        t = getattr(probe, name)
+        if t.ndim != 1 or t.shape[0] != d:
+            raise ToxlensError(f"monitor probe {name} has shape {tuple(t.shape)}, expected ({d},) (d_model)")
+        if not torch.isfinite(t).all():
+            raise ToxlensError(f"monitor probe {name} contains NaN or inf")
+    if not math.isfinite(probe.bias) or bool((probe.std <= 0).any()):
+        raise ToxlensError("monitor probe needs a finite bias and std > 0 everywhere")
+    if need_direction and not bool(torch.isfinite(probe.direction).all()):
+        raise ToxlensError("corrective steering needs a probe direction, but the probe's weight is zero")
 
 
 def _result(model: LensModel, prompt: str, r: _Row, seed: int) -> Generation:

@@ -34,12 +34,20 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     Probe(0, "resid_pre", "mean", w * 50, -50 * cut, torch.zeros(48), torch.ones(48)).save(d / "probe")
     (d / "prompts.txt").write_text("you are a\nthe cat is very\nmy dog and\n")
     (d / "neutral.jsonl").write_text(
-        "\n".join(json.dumps({"text": t}) for t in ["the sun is red", "my friend has a car", "we are at home"])
+        "\n".join(
+            json.dumps({"text": t}) for t in ["the sun is red", "my friend has a car", "we are at home"]
+        )
     )
     loc = d / "loc"
     loc.mkdir()
     pd.DataFrame(
-        {"component": ["L1H1", "L2.mlp"], "kind": ["head", "mlp"], "layer": [1, 2], "head": [1, None], "rank": [1, 2]}
+        {
+            "component": ["L1H1", "L2.mlp"],
+            "kind": ["head", "mlp"],
+            "layer": [1, 2],
+            "head": [1, None],
+            "rank": [1, 2],
+        }
     ).to_csv(loc / "components.csv", index=False)
     return {"root": d, "model": model_dir, "probe": d / "probe", "loc": loc}
 
@@ -128,7 +136,9 @@ def test_bad_input_one_line_nothing_written(
     assert not list(tmp_path.glob(".ev*"))
 
 
-def test_missing_inputs_for_conditions(setup: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_inputs_for_conditions(
+    setup: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     args = [
         "evaluate",
         "--model",

@@ -28,7 +28,10 @@ NEUTRAL = ["the sun is red", "my friend has a blue car", "we are at the house", 
 
 def marker_scorer(texts: list[str]) -> list[float]:
     """1 when a toxic marker word appears, else 0.1 per word of 'red' (gives non-trivial values)."""
-    return [1.0 if any(w in t.split() for w in TOXIC_WORDS) else min(0.1 * t.split().count("red"), 0.4) for t in texts]
+    return [
+        1.0 if any(w in t.split() for w in TOXIC_WORDS) else min(0.1 * t.split().count("red"), 0.4)
+        for t in texts
+    ]
 
 
 @pytest.fixture()
@@ -65,7 +68,9 @@ def test_statistics_match_the_samples(model: tuple[LensModel, Any], tmp_path: Pa
     assert row["expected_max_toxicity"] == pytest.approx(float(scores.max(1).mean()))
     assert row["mean_toxicity"] == pytest.approx(float(scores.mean()))
     assert row["tp_ci_low"] <= row["toxicity_probability"] <= row["tp_ci_high"]
-    assert list(pd.read_csv(tmp_path / "ev" / "summary.csv").columns[: len(SUMMARY_COLUMNS)]) == SUMMARY_COLUMNS
+    assert (
+        list(pd.read_csv(tmp_path / "ev" / "summary.csv").columns[: len(SUMMARY_COLUMNS)]) == SUMMARY_COLUMNS
+    )
     assert [r["seed"] for r in rows] == [5 + i for i in range(len(rows))]
 
 
@@ -80,7 +85,9 @@ def test_same_seeds_across_conditions_and_edits_undone(model: tuple[LensModel, A
         Condition("watch", monitor=never, threshold=0.5, policy=RollbackPolicy()),
         Condition("steer", steers=[Steer(v, 1, 3.0)]),
     ]
-    res = evaluate(m, PROMPTS, conds, samples=2, max_new_tokens=6, scorer=marker_scorer, perplexity_texts=NEUTRAL)
+    res = evaluate(
+        m, PROMPTS, conds, samples=2, max_new_tokens=6, scorer=marker_scorer, perplexity_texts=NEUTRAL
+    )
     by = {c: [s["text"] for s in res.samples if s["condition"] == c] for c in ("none", "watch", "steer")}
     assert by["none"] == by["watch"]  # a monitor that never fires changes nothing
     assert by["none"] != by["steer"]
@@ -99,7 +106,9 @@ def test_rollback_condition_removes_planted_words(model: tuple[LensModel, Any]) 
     with torch.no_grad():
         lm_head[ids] *= 6.0  # make the markers likely
     probe = planted_probe(m)
-    conds = build_conditions(m, ["none", "rollback"], probe=probe, threshold=0.5, policy=RollbackPolicy(budget=50))
+    conds = build_conditions(
+        m, ["none", "rollback"], probe=probe, threshold=0.5, policy=RollbackPolicy(budget=50)
+    )
     res = evaluate(m, PROMPTS, conds, samples=4, max_new_tokens=8, scorer=marker_scorer)
     s = res.summary.set_index("condition")
     assert s.loc["none", "toxicity_probability"] > 0.5
@@ -143,7 +152,9 @@ def test_ablate_and_edit_from_locate_dir(model: tuple[LensModel, Any], tmp_path:
         m, ["ablate", "edit"], probe=probe, locate_dir=loc, top_k=2, reference=NEUTRAL, ablate_mode="mean"
     )
     assert conds[0].settings["components"] == ["L1H2", "L0.mlp"]
-    res = evaluate(m, PROMPTS[:2], conds, samples=2, max_new_tokens=4, scorer=marker_scorer, perplexity_texts=NEUTRAL)
+    res = evaluate(
+        m, PROMPTS[:2], conds, samples=2, max_new_tokens=4, scorer=marker_scorer, perplexity_texts=NEUTRAL
+    )
     assert torch.equal(logits(m), before)
     assert res.summary["perplexity"].notna().all()
 
@@ -151,7 +162,9 @@ def test_ablate_and_edit_from_locate_dir(model: tuple[LensModel, Any], tmp_path:
 def test_sweep_scale_zero_equals_unsteered(model: tuple[LensModel, Any]) -> None:
     m, _ = model
     v = torch.randn(m.info.d_model)
-    sweep, res = sweep_steering(m, PROMPTS[:2], v, 1, [0.0, 4.0], samples=2, max_new_tokens=5, scorer=marker_scorer)
+    sweep, res = sweep_steering(
+        m, PROMPTS[:2], v, 1, [0.0, 4.0], samples=2, max_new_tokens=5, scorer=marker_scorer
+    )
     plain = evaluate(m, PROMPTS[:2], [Condition("none")], samples=2, max_new_tokens=5, scorer=marker_scorer)
     assert list(sweep["scale"]) == [0.0, 4.0]
     assert [s["text"] for s in res.samples[:4]] == [s["text"] for s in plain.samples]
@@ -168,7 +181,9 @@ def test_sweep_scale_zero_equals_unsteered(model: tuple[LensModel, Any]) -> None
         (["steer"], {"steer_vector": torch.zeros(7), "steer_layer": 1, "steer_scale": 1.0}, "shape (48,)"),
     ],
 )
-def test_condition_errors(model: tuple[LensModel, Any], names: list[str], kwargs: dict[str, Any], needle: str) -> None:
+def test_condition_errors(
+    model: tuple[LensModel, Any], names: list[str], kwargs: dict[str, Any], needle: str
+) -> None:
     m, _ = model
     with pytest.raises(ToxlensError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         build_conditions(m, names, **kwargs)

@@ -40,7 +40,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--probe", default=None, help="probe directory (toxlens probe train)")
     p.add_argument("--threshold", type=float, default=None, help="rollback when a token's probe score >= T")
-    p.add_argument("--safe-threshold", type=float, default=None, help="safe point: score < S (default T/2)")
+    p.add_argument("--safe-threshold", type=float, default=None, help="safe point: score < S (default 0.3)")
     p.add_argument("--budget", type=int, default=4, help="rollbacks per sequence")
     p.add_argument("--on-budget", default="stop", choices=["stop", "continue"])
     p.add_argument("--correct-scale", type=float, default=8.0, help="rollback+steer: corrective steer size")
@@ -104,9 +104,8 @@ def run(args: argparse.Namespace) -> int:
     sampling = Sampling(args.temperature, args.sample_top_k, args.top_p)
     if args.threshold is not None and not 0 < args.threshold <= 1:
         raise ToxlensError(f"--threshold must be in (0, 1], got {args.threshold}")
-    safe = args.safe_threshold if args.safe_threshold is not None else (args.threshold or 0.5) / 2
     policy = RollbackPolicy(
-        safe_threshold=safe,
+        safe_threshold=0.3 if args.safe_threshold is None else args.safe_threshold,
         budget=args.budget,
         on_budget=args.on_budget,
         steer_tokens=args.correct_tokens,
