@@ -127,7 +127,13 @@ def build_conditions(
             t = _need(threshold, name, "--threshold T")
             pol = replace(policy, steer_scale=correct_scale if name == "rollback+steer" else 0.0)
             pol.check(model, p, t)
-            settings = {"threshold": t, **pol.to_dict(), "probe_layer": p.layer, "probe_hook": p.hook}
+            settings = {
+                "threshold": t,
+                **pol.to_dict(),
+                "probe_layer": p.layer,
+                "probe_hook": p.hook,
+                "correct_layer": pol.layer_for(p, model.n_layers),
+            }
             out.append(Condition(name, monitor=p, threshold=t, policy=pol, settings=settings))
     return out
 

@@ -15,7 +15,8 @@ every active :mod:`interventions.edits` edit applies) one token per step with a 
   - without corrective steering the next-token logits stored at the safe point are reused, so a
     rollback that discards ``n`` tokens costs exactly the ``n`` positions generated again;
   - with corrective steering (``policy.steer_scale > 0``) the safe-point token is fed again with
-    ``−steer_scale × probe.direction`` added at ``blocks.{steer_layer}.hook_resid_pre``, and so are the
+    ``−steer_scale × probe.direction`` added at ``blocks.{steer_layer}.hook_resid_pre`` (default: the
+    block after the probe's, so the monitor still sees the unsteered residual), and so are the
     next ``policy.steer_tokens − 1`` tokens: ``n + 1`` positions;
   - with ``policy.forbid_token`` the token that started the discarded span cannot be drawn again at
     that position.
@@ -228,7 +229,9 @@ class _Engine:
                 def correct(x: Tensor, d: Tensor = d) -> Tensor:
                     return x - self.correct[..., None].to(x.dtype) * d.to(x.dtype)
 
-                hooks.append((resid_pre_name(self.policy.layer_for(self.monitor)), correct))
+                hooks.append(
+                    (resid_pre_name(self.policy.layer_for(self.monitor, self.model.n_layers)), correct)
+                )
 
             def read(x: Tensor) -> None:
                 self.resid = x.detach()

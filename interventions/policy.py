@@ -39,12 +39,18 @@ class RollbackPolicy:
             raise ToxlensError(f"steer_scale must be finite and >= 0, got {self.steer_scale}")
         if self.steer_tokens < 1:
             raise ToxlensError(f"steer_tokens must be >= 1, got {self.steer_tokens}")
-        layer = self.layer_for(probe)
+        layer = self.layer_for(probe, model.n_layers)
         if not 0 <= layer < model.n_layers:
             raise ToxlensError(f"corrective steer layer must be in [0, {model.n_layers}), got {layer}")
 
-    def layer_for(self, probe: Probe) -> int:
-        return probe.layer if self.steer_layer is None else self.steer_layer
+    def layer_for(self, probe: Probe, n_layers: int) -> int:
+        """The corrective steer's layer: ``steer_layer``, or by default the block after the probe's
+        (``probe.layer + 1``, the probe's own layer when it is the last), so the probe reads the
+        residual before the steer is added — a steer at or before the probe's read would also lower the
+        probe's own score and could hide the next toxic token from the monitor."""
+        if self.steer_layer is not None:
+            return self.steer_layer
+        return probe.layer + 1 if probe.layer + 1 < n_layers else probe.layer
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -195,7 +195,11 @@ def full_forward(
             regs.append(post_hook(decoder_layers(hf)[s.layer], steer))
     corr = torch.tensor(list(correction) + [0.0] * (n - len(correction)), dtype=torch.float32)
     if cfg.probe is not None and bool(corr.any()):
-        layer = cfg.probe.layer if cfg.steer_layer is None else cfg.steer_layer
+        n_layers = len(decoder_layers(hf))
+        default = (
+            cfg.probe.layer + 1 if cfg.probe.layer + 1 < n_layers else cfg.probe.layer
+        )  # the block after the probe's
+        layer = default if cfg.steer_layer is None else cfg.steer_layer
         sub = corr[:, None] * cfg.probe.direction[None, :]
 
         def correct(x: Tensor, sub: Tensor = sub) -> Tensor:
