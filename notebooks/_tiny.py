@@ -71,3 +71,31 @@ def setup(directory: str | Path | None = None, seed: int = 0, n_layers: int = 3)
     words_file = out / "toxic_words.txt"
     words_file.write_text("# tiny test vocabulary's marker words\n" + "\n".join(tiny.TOXIC_WORDS) + "\n")
     return model, pairs_file, words_file
+
+
+def probe_texts(
+    n: int = 240, seed: int = 0, min_words: int = 3, max_words: int = 8, marker_last: bool = False
+) -> tuple[list[str], list[int]]:
+    """``(texts, labels)``: synthetic labelled texts in the tiny vocabulary, for training a probe in CI mode.
+
+    Each text is ``min_words`` to ``max_words`` random neutral words with one marker word put at a random
+    place (at the end with ``marker_last``): a toxic marker (``tests/tiny.py``'s ``TOXIC_WORDS``) for
+    label 1, a benign one (``BENIGN_WORDS``) for label 0, alternately, so the label is exactly "a toxic
+    marker is present". Seeded; nothing offensive is needed.
+    """
+    import random
+
+    tiny = _load_tiny()
+    markers = set(tiny.TOXIC_WORDS) | set(tiny.BENIGN_WORDS)
+    neutral = [w for w in tiny.WORDS if w not in markers]
+    rng = random.Random(seed)
+    texts: list[str] = []
+    labels: list[int] = []
+    for i in range(n):
+        label = i % 2
+        words = rng.choices(neutral, k=rng.randint(min_words, max_words) - 1)
+        where = len(words) if marker_last else rng.randint(0, len(words))
+        words.insert(where, rng.choice(tiny.TOXIC_WORDS if label else tiny.BENIGN_WORDS))
+        texts.append(" ".join(words))
+        labels.append(label)
+    return texts, labels

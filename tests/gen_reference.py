@@ -26,8 +26,7 @@ judged again); the prompt's scores are those of the first forward.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,29 +45,7 @@ def mlp_module(hf: Any, layer: int) -> nn.Module:
     return module
 
 
-@contextmanager
-def hooked(handles_from: Sequence[Callable[[], Any]]) -> Iterator[None]:
-    handles = []
-    try:
-        for register in handles_from:
-            handles.append(register())
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def _hidden(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor:
-    hidden: Tensor = args[0] if args else kwargs["hidden_states"]
-    return hidden
-
-
-def _with_hidden(
-    args: tuple[Any, ...], kwargs: dict[str, Any], new: Tensor
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    if args:
-        return (new, *args[1:]), kwargs
-    return args, {**kwargs, "hidden_states": new}
+from reference import _hidden, _with_hidden, hooked  # noqa: E402  (the same raw-hook plumbing)
 
 
 def _out(out: Any) -> Tensor:
