@@ -69,3 +69,43 @@ def _json_field(p: Path, n: int, line: str, field: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ToxlensError(f"{p}:{n}: field {field!r} must be a non-empty string, got {value!r}")
     return value
+
+
+DATASET_PREFIX = "hf:"
+
+
+def read_text_source(spec: str, limit: int | None = None) -> list[str]:
+    """Neutral text from a file (see :func:`read_texts`) or a Hugging Face ``datasets`` name:
+    ``hf:NAME[#CONFIG]:SPLIT[:COLUMN]`` (column default ``text``), e.g. ``hf:wikitext#wikitext-2-raw-v1:test``
+    or ``hf:allenai/c4#en:validation``.
+    Blank rows are skipped; ``limit`` keeps the first ``limit`` items. ``datasets`` loads from its cache or
+    the hub (it must be installed; an unreachable hub fails with the dataset's name in the message)."""
+    if not spec.startswith(DATASET_PREFIX):
+        items = read_texts(spec)
+        return items[:limit] if limit is not None else items
+    parts = spec[len(DATASET_PREFIX) :].split(":")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise ToxlensError(f"dataset spec {spec!r}: expected 'hf:NAME[#CONFIG]:SPLIT[:COLUMN]'")
+    name, split = parts[0], parts[1]
+    column = parts[2] if len(parts) == 3 else "text"
+    path, _, config = name.partition("#")
+    try:
+        import datasets
+    except ImportError as err:
+        raise ToxlensError(
+            f"dataset spec {spec!r} needs the `datasets` package: pip install datasets"
+        ) from err
+    try:
+        ds = datasets.load_dataset(path, config or None, split=split)
+    except Exception as err:  # datasets raises many types (network, missing split, …)
+        raise ToxlensError(
+            f"could not load dataset {path!r} (config {config or None}, split {split!r}): {err}"
+        ) from err
+    if column not in ds.column_names:
+        raise ToxlensError(
+            f"dataset {path!r} split {split!r} has no column {column!r}; columns: {ds.column_names}"
+        )
+    items = [t for t in ds[column] if isinstance(t, str) and t.strip()]
+    if not items:
+        raise ToxlensError(f"dataset {path!r} split {split!r} column {column!r} holds no non-blank text")
+    return items[:limit] if limit is not None else items

@@ -202,3 +202,37 @@ def test_davidson_smoke() -> None:
     for t in prompts + neutral:
         assert t == t.strip() and "\n" not in t and not re.search(r"@\w|https?://|&#\d|&amp;", t), t
         assert not t.startswith(("!", "RT ")), t
+
+
+def test_text_source_reads_files_and_datasets_specs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    from lens.textfiles import read_text_source
+
+    f = tmp_path / "n.txt"
+    f.write_text("one\ntwo\nthree\n")
+    assert read_text_source(str(f), limit=2) == ["one", "two"]
+    calls: list[tuple[str, str | None, str]] = []
+
+    class FakeDataset:
+        column_names = ["text", "label"]
+
+        def __getitem__(self, column: str) -> list[object]:
+            return ["a", "", "  ", "b", None, "c"]
+
+    def load_dataset(path: str, config: str | None = None, split: str = "") -> FakeDataset:
+        calls.append((path, config, split))
+        if split == "missing":
+            raise ValueError("Unknown split 'missing'")
+        return FakeDataset()
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    assert read_text_source("hf:wikitext#wikitext-2-raw-v1:test") == ["a", "b", "c"]
+    assert read_text_source("hf:allenai/c4:validation:text", limit=1) == ["a"]
+    assert calls == [("wikitext", "wikitext-2-raw-v1", "test"), ("allenai/c4", None, "validation")]
+    with pytest.raises(ToxlensError, match="no column 'body'"):
+        read_text_source("hf:x:test:body")
+    with pytest.raises(ToxlensError, match="could not load dataset 'x'.*Unknown split"):
+        read_text_source("hf:x:missing")
+    with pytest.raises(ToxlensError, match="expected 'hf:NAME"):
+        read_text_source("hf:onlyname")

@@ -64,7 +64,9 @@ def add_parser(sub: Any) -> None:
         "--sweep-scales", default=None, help="comma list: also run a steering-scale sweep → sweep.csv"
     )
     p.add_argument(
-        "--perplexity-text", default=None, help="neutral text (.txt lines or .jsonl 'text') for perplexity"
+        "--perplexity-text",
+        default=None,
+        help="neutral text for perplexity: .txt lines, .jsonl 'text', or hf:NAME[#CONFIG]:SPLIT[:COLUMN] (datasets)",
     )
     p.add_argument("--limit-perplexity", type=int, default=None, help="use only the first N neutral texts")
     p.add_argument("--temperature", type=float, default=1.0)
@@ -86,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from lens.io import atomic_directory, check_output_dir
     from lens.loading import load_model
     from lens.probe import Probe
-    from lens.textfiles import read_prompts, read_texts
+    from lens.textfiles import read_prompts, read_text_source
 
     names = [c.strip() for c in args.conditions.split(",") if c.strip()]
     scales = _floats(args.sweep_scales, "--sweep-scales") if args.sweep_scales else []
@@ -98,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         if v < 1:
             raise ToxlensError(f"{flag} must be >= 1, got {v}")
     prompts = read_prompts(args.prompts)[: args.limit_prompts]
-    ppl_texts = read_texts(args.perplexity_text)[: args.limit_perplexity] if args.perplexity_text else []
+    ppl_texts = read_text_source(args.perplexity_text, args.limit_perplexity) if args.perplexity_text else []
     probe = Probe.load(args.probe) if args.probe else None
     get_scorer(args.scorer)  # fail before loading the model
     sampling = Sampling(args.temperature, args.sample_top_k, args.top_p)
