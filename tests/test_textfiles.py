@@ -215,7 +215,8 @@ def test_text_source_reads_files_and_datasets_specs(tmp_path: Path, monkeypatch:
     calls: list[tuple[str, str | None, str]] = []
 
     class FakeDataset:
-        column_names = ["text", "label"]
+        def __init__(self) -> None:
+            self.column_names = ["text", "label"]
 
         def __getitem__(self, column: str) -> list[object]:
             return ["a", "", "  ", "b", None, "c"]
@@ -232,7 +233,7 @@ def test_text_source_reads_files_and_datasets_specs(tmp_path: Path, monkeypatch:
     assert calls == [("wikitext", "wikitext-2-raw-v1", "test"), ("allenai/c4", None, "validation")]
     with pytest.raises(ToxlensError, match="no column 'body'"):
         read_text_source("hf:x:test:body")
-    with pytest.raises(ToxlensError, match="could not load dataset 'x'.*Unknown split"):
+    with pytest.raises(ToxlensError, match=r"could not load dataset 'x'.*Unknown split"):
         read_text_source("hf:x:missing")
     with pytest.raises(ToxlensError, match="expected 'hf:NAME"):
         read_text_source("hf:onlyname")
