@@ -38,7 +38,7 @@ from interventions.scoring import distinct_n, get_scorer, toxicity_stats
 from interventions.steering import Steer, steering
 from lens.errors import ToxlensError
 from lens.model import LensModel
-from lens.perplexity import perplexity
+from lens.perplexity import perplexity, token_nll
 
 SUMMARY_COLUMNS = [
     "condition",
@@ -111,7 +111,7 @@ def evaluate(
     for cond in conditions:
         say = progress or (lambda _msg: None)
         say(f"[{cond.name}] generating {len(prompts)}×{samples} samples")
-        with _active(model, cond):
+        with cond.make_edit(model) if cond.make_edit is not None else contextlib.nullcontext():
             t0 = time.perf_counter()
             gens = generate(
                 model,
@@ -128,12 +128,11 @@ def evaluate(
             )
             gen_s = time.perf_counter() - t0
             ppl = math.nan
-            own = cond.make_edit is not None or bool(cond.steers)
+            own = cond.make_edit is not None or bool(cond.steers)  # else: the unedited model's value
             if perplexity_texts and (own or base_ppl is None):
                 say(f"[{cond.name}] perplexity on {len(perplexity_texts)} neutral texts")
                 ppl = _perplexity(model, perplexity_texts, cond.steers, batch_size)
-                if not own:
-                    base_ppl = ppl
+                base_ppl = base_ppl if own else ppl
             elif perplexity_texts and base_ppl is not None:
                 ppl = base_ppl
         texts = [g.text for g in gens]
@@ -162,16 +161,6 @@ def evaluate(
     return Evaluation(summary, records, settings)
 
 
-@contextlib.contextmanager
-def _active(model: LensModel, cond: Condition):  # type: ignore[no-untyped-def]
-    edit = cond.make_edit(model) if cond.make_edit is not None else None
-    try:
-        yield
-    finally:
-        if edit is not None:
-            edit.undo()
-
-
 def _perplexity(model: LensModel, texts: Sequence[str], steers: list[Steer], batch_size: int) -> float:
     ctx = steering(model, steers) if steers else contextlib.nullcontext()
     with ctx:
@@ -197,11 +186,9 @@ def _sample_perplexity(model: LensModel, gens: list[Generation], batch_size: int
         for start in range(0, len(members), batch_size):
             chunk = members[start : start + batch_size]
             ids = torch.tensor([g.prompt_tokens + g.tokens for g in chunk], device=model.device)
-            logp = torch.log_softmax(model.bridge(ids, use_cache=False).float(), dim=-1)
+            per_token = token_nll(model.bridge(ids, use_cache=False), ids).double()
             for row, g in enumerate(chunk):
-                p = len(g.prompt_tokens)
-                tgt = ids[row, p:]
-                nll -= float(logp[row, p - 1 : -1].gather(-1, tgt[:, None]).sum())
+                nll += float(per_token[row, len(g.prompt_tokens) - 1 :].sum())
                 n += len(g.tokens)
     return math.exp(nll / n) if n else math.nan
 

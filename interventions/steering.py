@@ -161,6 +161,18 @@ def value_vector(model: LensModel, name: str) -> Float[Tensor, "d_model"]:
     return w[neuron].float().clone()
 
 
+def vector_from_spec(spec: str, model: LensModel, probe: Probe | None = None) -> Float[Tensor, "d_model"]:
+    """A steering vector named the way the CLI names it: ``probe`` (the probe's direction),
+    ``FILE.safetensors`` (:func:`load_vector`) or ``L7.mlp:123`` (:func:`value_vector`)."""
+    if spec == "probe":
+        if probe is None:
+            raise ToxlensError("steering vector 'probe' needs a probe (--probe DIR)")
+        return probe_vector(probe)
+    if spec.endswith(".safetensors"):
+        return load_vector(spec, model)
+    return value_vector(model, spec)
+
+
 def save_vector(vector: Tensor, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     out = Path(path)
     if out.suffix != ".safetensors":

@@ -111,6 +111,37 @@ class Probe:
         )
 
 
+def tokenize_texts(
+    model: LensModel, texts: Sequence[str], prepend_bos: bool, max_tokens: int
+) -> list[list[int]]:
+    """Token ids of every text, cut to its first ``max_tokens``; a text without tokens is an error."""
+    ids = [model.tokenize(t, prepend_bos)[:max_tokens] for t in texts]
+    empty = [i for i, row in enumerate(ids) if not row]
+    if empty:
+        raise ToxlensError(
+            f"texts {empty[:5]} have no tokens; expected every text to give at least one token"
+        )
+    return ids
+
+
+def length_batches(
+    model: LensModel, ids: Sequence[Sequence[int]], names: Sequence[str], stop: int, batch_size: int
+) -> Iterator[tuple[list[int], dict[str, Tensor]]]:
+    """Run blocks ``0 .. stop-1`` over the texts grouped by token length (never padded), ``batch_size``
+    at a time; yield each batch's text indices and its activations at the hooks ``names``."""
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, row in enumerate(ids):
+        groups[len(row)].append(i)
+    for members in groups.values():
+        for start in range(0, len(members), batch_size):
+            rows = members[start : start + batch_size]
+            seen: dict[str, Tensor] = {}
+            prepared = model.prepare(torch.tensor([list(ids[i]) for i in rows], device=model.device))
+            with attach(model.bridge, keepers(seen, list(names))):
+                model.run_layers(prepared.resid, prepared, 0, stop)
+            yield rows, seen
+
+
 # -- features ---------------------------------------------------------------------------------
 @torch.no_grad()
 def collect_residuals(
@@ -136,28 +167,13 @@ def collect_residuals(
         raise ToxlensError(f"layers must be a non-empty list within [0, {model.n_layers}), got {layers}")
     if not texts:
         raise ToxlensError("collect_residuals needs at least one text, got none")
-    limit = max_tokens or model.info.n_ctx
-    ids = [model.tokenize(t, prepend_bos)[:limit] for t in texts]
-    empty = [i for i, row in enumerate(ids) if not row]
-    if empty:
-        raise ToxlensError(
-            f"texts {empty[:5]} have no tokens; expected every text to give at least one token"
-        )
-    groups: dict[int, list[int]] = defaultdict(list)
-    for i, row in enumerate(ids):
-        groups[len(row)].append(i)
+    ids = tokenize_texts(model, texts, prepend_bos, max_tokens or model.info.n_ctx)
     feats = {layer: torch.zeros(len(texts), model.info.d_model) for layer in layers}
     names = {HOOKS[hook](layer): layer for layer in layers}
-    for members in groups.values():
-        for start in range(0, len(members), batch_size):
-            rows = members[start : start + batch_size]
-            seen: dict[str, Tensor] = {}
-            prepared = model.prepare(torch.tensor([ids[i] for i in rows], device=model.device))
-            with attach(model.bridge, keepers(seen, list(names))):
-                model.run_layers(prepared.resid, prepared, 0, max(layers) + 1)
-            for name, layer in names.items():
-                act = seen[name].float()
-                feats[layer][rows] = (act.mean(1) if pooling == "mean" else act[:, -1]).cpu()
+    for rows, seen in length_batches(model, ids, list(names), max(layers) + 1, batch_size):
+        for name, layer in names.items():
+            act = seen[name].float()
+            feats[layer][rows] = (act.mean(1) if pooling == "mean" else act[:, -1]).cpu()
     return feats
 
 

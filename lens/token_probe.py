@@ -19,7 +19,6 @@ no text contributes to both. Texts are grouped by token length, never padded.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,19 +27,19 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from lens.errors import ToxlensError
-from lens.hooks import attach, keepers
 from lens.model import LensModel
-from lens.probe import HOOKS, Probe, _check_labels, data_hash, fit_probe, split
+from lens.probe import (
+    HOOKS,
+    Probe,
+    _check_labels,
+    data_hash,
+    fit_probe,
+    length_batches,
+    split,
+    tokenize_texts,
+)
 
 TOKEN_LABELS = ("text", "lexicon")
-
-
-def _token_ids(model: LensModel, texts: Sequence[str], max_tokens: int, prepend_bos: bool) -> list[list[int]]:
-    ids = [model.tokenize(t, prepend_bos)[:max_tokens] for t in texts]
-    empty = [i for i, row in enumerate(ids) if not row]
-    if empty:
-        raise ToxlensError(f"texts {empty[:5]} have no tokens; expected at least one token per text")
-    return ids
 
 
 @torch.no_grad()
@@ -57,20 +56,11 @@ def collect_token_residuals(
         raise ToxlensError(f"unknown probe hook {hook!r}; expected one of {sorted(HOOKS)}")
     if not 0 <= layer < model.n_layers:
         raise ToxlensError(f"layer must be in [0, {model.n_layers}), got {layer}")
-    groups: dict[int, list[int]] = defaultdict(list)
-    for i, row in enumerate(ids):
-        groups[len(row)].append(i)
     per_text: list[Tensor | None] = [None] * len(ids)
     name = HOOKS[hook](layer)
-    for members in groups.values():
-        for start in range(0, len(members), batch_size):
-            rows = members[start : start + batch_size]
-            seen: dict[str, Tensor] = {}
-            prepared = model.prepare(torch.tensor([list(ids[i]) for i in rows], device=model.device))
-            with attach(model.bridge, keepers(seen, [name])):
-                model.run_layers(prepared.resid, prepared, 0, layer + 1)
-            for k, i in enumerate(rows):
-                per_text[i] = seen[name][k].float().cpu()
+    for rows, seen in length_batches(model, ids, [name], layer + 1, batch_size):
+        for k, i in enumerate(rows):
+            per_text[i] = seen[name][k].float().cpu()
     feats = torch.cat([t for t in per_text if t is not None])
     index = torch.cat([torch.full((len(row),), i, dtype=torch.long) for i, row in enumerate(ids)])
     return feats, index
@@ -130,7 +120,7 @@ def train_token_probe(
     if max_tokens < 1:
         raise ToxlensError(f"max_tokens must be >= 1, got {max_tokens}")
     y_text = _check_labels(texts, labels)
-    ids = _token_ids(model, texts, max_tokens, prepend_bos)
+    ids = tokenize_texts(model, texts, prepend_bos, max_tokens)
     feats, index = collect_token_residuals(model, ids, layer, hook, batch_size)
     if token_labels == "text":
         y = y_text[index]

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from interventions.policy import RollbackPolicy
     from interventions.sampling import Sampling
     from interventions.scoring import get_scorer
-    from interventions.steering import load_vector, value_vector
+    from interventions.steering import vector_from_spec
     from lens.io import atomic_directory, check_output_dir
     from lens.loading import load_model
     from lens.probe import Probe
@@ -117,12 +117,10 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(Path(args.out), args.overwrite)
     t0 = time.perf_counter()
     model = load_model(args.model, args.device, args.dtype)
-    vector = None
-    if args.steer_vector not in (None, "probe"):
-        sv = str(args.steer_vector)
-        vector = load_vector(sv, model) if sv.endswith(".safetensors") else value_vector(model, sv)
-    elif args.steer_vector == "probe" and probe is None:
+    if args.steer_vector == "probe" and probe is None:
         raise ToxlensError("--steer-vector probe needs --probe DIR")
+    # None: the conditions fall back to the probe's direction
+    vector = None if args.steer_vector in (None, "probe") else vector_from_spec(args.steer_vector, model)
     conditions = build_conditions(
         model,
         names,

@@ -261,21 +261,19 @@ def _probe_info(path: str, probe: Any) -> dict[str, Any]:
 
 
 def _steer(args: argparse.Namespace, model: Any, probe: Any) -> tuple[Any, dict[str, Any] | None]:
-    from interventions.steering import Steer, load_vector, probe_vector, value_vector
+    from interventions.steering import Steer, vector_from_spec
     from toxlens.cli_probe import file_sha256
 
     v = args.steer_vector
     if v is None:
         return None, None
+    vector = vector_from_spec(v, model, probe)
     source: dict[str, Any]
     if v == "probe":
-        vector = probe_vector(probe)
         source = {"kind": "probe", "path": str(args.probe)}
     elif v.endswith(".safetensors"):
-        vector = load_vector(v, model)
         source = {"kind": "file", "path": v, "sha256": file_sha256(v)}
     else:
-        vector = value_vector(model, v)
         source = {"kind": "value_vector", "neuron": v}
     steer = Steer(
         vector,
