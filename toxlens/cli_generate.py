@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lens.errors import ToxlensError
+from toxlens.common import model_args
 
 VALUE_VECTOR = re.compile(r"^L\d+\.mlp:\d+$")
 ON_BUDGET_CHOICES = ("stop", "continue")
@@ -37,14 +38,13 @@ STEER_FLAGS = {
 
 
 def add_parser(sub: Any) -> None:
-    from toxlens.cli import _model_args
 
     p = sub.add_parser(
         "generate",
         help="generate text, optionally monitored by a probe (rollback) and/or steered",
         description="Prints the continuation of every --prompt (with --json: one JSON object per line).",
     )
-    _model_args(p)
+    model_args(p)
     p.add_argument("--prompt", action="append", required=True, help="a prompt (repeat for several)")
     p.add_argument("--max-new-tokens", type=int, required=True, help="tokens to generate per prompt")
     p.add_argument("--seed", type=int, required=True, help="prompt i draws with a generator seeded seed+i")
@@ -247,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _probe_info(path: str, probe: Any) -> dict[str, Any]:
-    from toxlens.cli_probe import file_sha256
+    from toxlens.common import file_sha256
 
     return {
         "path": str(path),
@@ -262,7 +262,7 @@ def _probe_info(path: str, probe: Any) -> dict[str, Any]:
 
 def _steer(args: argparse.Namespace, model: Any, probe: Any) -> tuple[Any, dict[str, Any] | None]:
     from interventions.steering import Steer, vector_from_spec
-    from toxlens.cli_probe import file_sha256
+    from toxlens.common import file_sha256
 
     v = args.steer_vector
     if v is None:

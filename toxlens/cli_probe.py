@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import math
 from pathlib import Path
 from typing import Any
 
 from lens.errors import ToxlensError
+from toxlens.common import file_sha256, model_args
 
 LAYERS_CSV_COLUMNS = ("layer", "accuracy", "auc", "n_train", "n_test")
 HOOK_CHOICES = ("resid_post", "resid_pre")
@@ -22,7 +22,6 @@ POOLING_CHOICES = ("mean", "last", "token")
 
 
 def add_parser(sub: Any) -> None:
-    from toxlens.cli import _model_args
 
     probe = sub.add_parser("probe", help="train a linear toxicity probe on the residual stream")
     psub = probe.add_subparsers(dest="probe_command", required=True)
@@ -31,7 +30,7 @@ def add_parser(sub: Any) -> None:
         help="fit a probe at one layer (--layer) or at every layer keeping the best (--all-layers)",
         description="Writes OUT/probe.safetensors and OUT/probe.json (and OUT/layers.csv with --all-layers).",
     )
-    _model_args(p)
+    model_args(p)
     p.add_argument("--data", required=True, help="labelled CSV (header row) or JSONL file")
     p.add_argument("--text-col", default="text", help="column holding the text (default: text)")
     p.add_argument("--label-col", default="label", help="column holding the label (default: label)")
@@ -152,14 +151,6 @@ def _check_split(n_neg: int, n_pos: int, test_fraction: float) -> None:
                 f"--test-fraction {test_fraction} holds out all {n} {name} examples; "
                 "lower it or give more data"
             )
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def train(args: argparse.Namespace) -> int:

@@ -1,0 +1,86 @@
+"""``toxlens locate``: rank every attention head and MLP by its toxic effect (see README)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from lens.errors import ToxlensError
+from toxlens.common import model_args, token_args
+
+
+def add_parser(sub: Any) -> None:
+    loc = sub.add_parser("locate", help="rank every attention head and MLP by its toxic effect")
+    model_args(loc)
+    loc.add_argument("--pairs", required=True, help='JSONL contrast pairs: {"toxic": ..., "benign": ...}')
+    token_args(loc)
+    loc.add_argument("--method", default="both", choices=["attribution", "activation", "both"])
+    loc.add_argument(
+        "--metric",
+        default="toxic-mass",
+        choices=["toxic-mass", "logit-diff"],
+        help="toxic-mass (default): log probability mass on the toxic token set at the last "
+        "position; logit-diff: per-pair toxic_target vs benign_target",
+    )
+    loc.add_argument("--top-k", type=int, default=10)
+    loc.add_argument("--prepend-bos", action="store_true", help="put the BOS token in front of every prompt")
+    loc.add_argument("--batch-size", type=int, default=64, help="rows per patched forward (speed only)")
+    loc.add_argument("--out", required=True, help="output directory (written atomically)")
+    loc.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    loc.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lens.io import atomic_directory, check_output_dir
+    from lens.loading import load_model
+    from lens.metrics import ToxicLogMass, logit_diff_from_pairs
+    from lens.prompts import load_pairs
+    from lens.tokens import read_words, toxic_token_set
+    from patching.locate import locate, summary, write_locate
+
+    if args.top_k < 1:
+        raise ToxlensError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.batch_size < 1:
+        raise ToxlensError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not Path(args.pairs).is_file():
+        raise ToxlensError(f"pairs file {args.pairs!r} does not exist")
+    if args.toxic_words is not None:
+        read_words(args.toxic_words)
+    check_output_dir(Path(args.out), args.overwrite)
+    timings: dict[str, float] = {}
+    t_all = t0 = time.perf_counter()
+    model = load_model(args.model, args.device, args.dtype)
+    timings["load_model_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pairs = load_pairs(args.pairs, model, prepend_bos=args.prepend_bos)
+    if args.metric == "logit-diff":
+        metric: Any = logit_diff_from_pairs(pairs, model.tokenizer)
+    else:
+        tokens = toxic_token_set(model.tokenizer, args.toxic_words, args.multi_token)
+        metric = ToxicLogMass(tokens.ids, tokens.to_dict())
+    timings["prepare_inputs_s"] = time.perf_counter() - t0
+    result = locate(model, pairs, metric, args.method, args.batch_size, progress=not args.no_progress)
+    timings.update(result.timings)
+    with atomic_directory(args.out, args.overwrite) as stage:
+        t0 = time.perf_counter()
+        write_locate(result, stage, {})
+        from figures.render import render
+
+        render(stage, stage / "figures")
+        timings["write_outputs_s"] = time.perf_counter() - t0
+        timings["total_s"] = time.perf_counter() - t_all
+        info = summary(result, model, pairs, metric, args.top_k, timings)
+        (stage / "result.json").write_text(json.dumps(info, indent=2, default=str))
+    top = result.top_k(args.top_k)
+    print(f"top {args.top_k} components ({'activation' if result.activation else 'attribution'} score):")
+    print(top.to_string(index=False))
+    if info["pearson_r_heads"] is not None:
+        print(
+            f"attribution vs activation Pearson r: heads {info['pearson_r_heads']:.3f}, "
+            f"all components {info['pearson_r_all']:.3f}"
+        )
+    print(f"wrote {args.out}/components.csv, result.json, figures/")
+    return 0
