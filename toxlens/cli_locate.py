@@ -15,7 +15,9 @@ from toxlens.common import model_args, token_args
 def add_parser(sub: Any) -> None:
     loc = sub.add_parser("locate", help="rank every attention head and MLP by its toxic effect")
     model_args(loc)
-    loc.add_argument("--pairs", required=True, help='JSONL contrast pairs: {"toxic": ..., "benign": ...}')
+    loc.add_argument(
+        "--pairs", default=None, help='JSONL contrast pairs: {"toxic": ..., "benign": ...} (or --texts)'
+    )
     token_args(loc)
     loc.add_argument("--method", default="both", choices=["attribution", "activation", "both"])
     loc.add_argument(
@@ -31,9 +33,20 @@ def add_parser(sub: Any) -> None:
     loc.add_argument("--out", required=True, help="output directory (written atomically)")
     loc.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     loc.add_argument("--no-progress", action="store_true")
+    from toxlens.cli_locate_texts import add_text_args
+
+    add_text_args(loc)
 
 
 def run(args: argparse.Namespace) -> int:
+    if (args.pairs is None) == (args.texts is None):
+        raise ToxlensError(
+            "locate needs exactly one of --pairs FILE (contrast pairs) or --texts FILE (labelled texts)"
+        )
+    if args.texts is not None:
+        from toxlens.cli_locate_texts import run_texts
+
+        return run_texts(args)
     from lens.io import atomic_directory, check_output_dir
     from lens.loading import load_model
     from lens.metrics import ToxicLogMass, logit_diff_from_pairs

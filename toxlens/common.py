@@ -38,3 +38,25 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def select_rows(labels: list[int], limit: int | None, balance: bool, seed: int) -> list[int]:
+    """Row indices (in file order) to use: with ``balance`` every row of the minority class and a seeded
+    random subset of the majority class of the same size; then, with ``limit``, a seeded random subset of
+    at most ``limit`` rows (half of each class when balanced)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    pos = [i for i, v in enumerate(labels) if v == 1]
+    neg = [i for i, v in enumerate(labels) if v == 0]
+
+    def pick(rows: list[int], k: int) -> list[int]:
+        return [rows[j] for j in torch.randperm(len(rows), generator=gen)[:k].tolist()]
+
+    if balance:
+        n = min(len(pos), len(neg))
+        if limit is not None:
+            n = min(n, limit // 2)
+        return sorted(pick(pos, n) + pick(neg, n))
+    rows = list(range(len(labels)))
+    return sorted(pick(rows, limit)) if limit is not None and limit < len(rows) else rows
