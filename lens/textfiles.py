@@ -6,6 +6,10 @@
   :func:`read_prompts`, ``"text"`` for :func:`read_texts`); other fields are ignored; blank lines are
   skipped.
 
+Every text file toxlens reads goes through :func:`read_text_file` / :func:`read_lines`: a UTF-8 byte-order
+mark is dropped, lines end at ``"\n"`` only (never at U+2028 and the like), and a missing path, a directory
+or bad UTF-8 is one clear error.
+
 Any other suffix, a missing file, bad UTF-8, invalid JSON, a missing/non-string/empty field or a file
 with no items raises :class:`~lens.errors.ToxlensError` naming ``file:line``.
 """
@@ -18,6 +22,28 @@ from pathlib import Path
 from lens.errors import ToxlensError
 
 SUFFIXES = (".txt", ".jsonl")
+
+
+def read_text_file(path: str | Path, what: str = "file") -> str:
+    """The text of ``path`` (UTF-8, a leading byte-order mark dropped); ``what`` names it in errors."""
+    p = Path(path)
+    if p.is_dir():
+        raise ToxlensError(f"{what} {str(p)!r} is a directory; expected a text file")
+    if not p.is_file():
+        raise ToxlensError(f"{what} {str(p)!r} does not exist")
+    try:
+        return p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ToxlensError(
+            f"{what} {str(p)!r}: not valid UTF-8 ({err.reason} at byte {err.start}); expected UTF-8 text"
+        ) from err
+    except OSError as err:
+        raise ToxlensError(f"{what} {str(p)!r} cannot be read: {err.strerror}") from err
+
+
+def read_lines(path: str | Path, what: str = "file") -> list[str]:
+    """Lines of ``path`` split on ``"\n"`` only, a trailing ``"\r"`` dropped (see :func:`read_text_file`)."""
+    return [line.removesuffix("\r") for line in read_text_file(path, what).split("\n")]
 
 
 def read_prompts(path: str | Path) -> list[str]:
@@ -38,13 +64,7 @@ def read_items(path: str | Path, field: str) -> list[str]:
         raise ToxlensError(
             f"{str(p)!r}: unsupported file type {p.suffix!r}; expected one of {list(SUFFIXES)}"
         )
-    if not p.is_file():
-        raise ToxlensError(f"{str(p)!r} does not exist or is not a file")
-    try:
-        # split on "\n" only (str.splitlines would also split on U+2028, form feeds, …); drop a "\r"
-        lines = [line.removesuffix("\r") for line in p.read_text(encoding="utf-8").split("\n")]
-    except UnicodeDecodeError as err:
-        raise ToxlensError(f"{p}: not valid UTF-8 ({err.reason} at byte {err.start})") from err
+    lines = read_lines(p, "text file")
     items: list[str] = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
