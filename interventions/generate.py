@@ -249,7 +249,23 @@ class _Engine:
             **{self.cache_kw: cache},
         )
         logits: Tensor = out.logits[:, -1].float()
+        live = mask[:, -1].bool()
+        bad = ~torch.isfinite(logits).all(dim=-1) & live
+        if bool(bad.any()):
+            raise ToxlensError(self._non_finite_message(bad.nonzero()[:, 0].tolist()))
         return logits
+
+    def _non_finite_message(self, rows: list[int]) -> str:
+        """Name the steering/correction scales: an overflow to NaN/inf logits is almost always one of them."""
+        parts = [f"steer scale {s.scale:g} at layer {s.layer}" for s in self.steers]
+        if self.monitor is not None and self.threshold is not None and self.policy.steer_scale > 0:
+            parts.append(f"correction scale {self.policy.steer_scale:g}")
+        cause = (
+            f"; expected a smaller scale: {', '.join(parts)} overflows the residual stream"
+            if parts
+            else "; check the model weights and dtype"
+        )
+        return f"the model produced NaN/inf logits for batch rows {rows}{cause}"
 
     def _scores(self) -> Tensor | None:
         if self.monitor is None or self.resid is None:

@@ -108,6 +108,22 @@ def check_model_spec(spec: str) -> str:
     return "hub"
 
 
+def peek_n_layers(spec: str) -> int | None:
+    """The number of layers from a local model directory's config.json, without loading weights
+    (``None`` for other specs)."""
+    config = Path(spec).expanduser() / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        cfg = json.loads(config.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        if isinstance(cfg.get(key), int):
+            return int(cfg[key])
+    return None
+
+
 def _check_model_dir(path: Path) -> None:
     config = path / "config.json"
     if not config.is_file():
@@ -204,7 +220,7 @@ def _load_from_hub(name: str, kwargs: dict[str, Any]) -> tuple[Any, Any]:
             model = AutoModelForCausalLM.from_pretrained(name, local_files_only=True, **kwargs)
         return tokenizer, model
     except (OSError, ValueError) as cached_err:
-        reason = _hub_unreachable_reason()
+        reason = hub_unreachable_reason()
         if reason:
             raise ToxlensError(
                 f"model {name!r} is not in the local Hugging Face cache and the hub is unreachable "
@@ -221,7 +237,7 @@ def _load_from_hub(name: str, kwargs: dict[str, Any]) -> tuple[Any, Any]:
     return tokenizer, model
 
 
-def _hub_unreachable_reason(timeout: float = 3.0) -> str | None:
+def hub_unreachable_reason(timeout: float = 3.0) -> str | None:
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
         return "HF_HUB_OFFLINE is set"
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
