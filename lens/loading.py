@@ -78,6 +78,8 @@ def check_model_spec(spec: str) -> str:
     Refuses (one clear error each) a missing path, an existing file that is not a GGUF model, a
     directory without a valid config.json, weights or tokenizer files, and a malformed hub name.
     """
+    if not spec.strip():
+        raise ToxlensError("--model is empty; expected a hub name, a model directory or a .gguf file")
     if spec == SMOLLM2_SPEC:
         smollm2_path()
         return "smollm2"

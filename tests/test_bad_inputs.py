@@ -277,9 +277,11 @@ def test_dotted_hub_names_are_hub_names(
     monkeypatch.chdir(tmp_path)
     for name in ("EleutherAI/pythia-70m-v1.5", "Qwen/Qwen2.5-0.5B", "toxlens-test/no-such-model-v1.5"):
         assert check_model_spec(name) == "hub"
-    for path in ("./missing.gguf", "/no/such/dir", "a/b/c"):
+    for path in ("./missing.gguf", "/no/such/dir", "a/b/c", "https://huggingface.co/gpt2"):
         with pytest.raises(ToxlensError, match="does not exist"):
             check_model_spec(path)
+    with pytest.raises(ToxlensError, match="--model is empty"):
+        check_model_spec("")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     code, _, err = run(["tokens", "--model", "toxlens-test/no-such-model-v1.5"], capsys)
     one_error(code, err, "not in the local Hugging Face cache")
