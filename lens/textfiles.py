@@ -171,8 +171,8 @@ def _load_dataset(datasets: Any, path: str, config: str | None, split: str) -> A
         where = f"dataset {path!r} (config {config}, split {split!r})"
         if reason is not None:
             raise ToxlensError(
-                f"{where} is not in the local datasets cache and the hub is unreachable ({reason}); "
-                "expected a cached dataset or a .txt/.jsonl file"
+                f"could not load {where} from the local datasets cache ({type(err).__name__}: {first}) "
+                f"and the hub is unreachable ({reason}); expected a cached dataset or a .txt/.jsonl file"
             ) from err
         raise ToxlensError(f"could not load {where}: {type(err).__name__}: {first}") from err
 
