@@ -18,7 +18,7 @@ steering, and a probe monitor with rollback. :func:`build_conditions` makes the 
 
 from __future__ import annotations
 
-import csv
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +32,7 @@ from interventions.steering import Steer
 from lens.errors import ToxlensError
 from lens.model import LensModel
 from lens.probe import Probe
+from lens.textfiles import read_csv_rows
 
 CONDITIONS = ("none", "ablate", "steer", "edit", "rollback", "rollback+steer")
 ABLATE_KINDS = ("all", "heads", "mlps")
@@ -57,13 +58,12 @@ def top_components(locate_dir: str | Path, top_k: int, kind: str = "all") -> lis
     path = Path(locate_dir) / "components.csv"
     if not path.is_file():
         raise ToxlensError(f"{locate_dir!s} is not a locate output directory: {path} is missing")
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_csv_rows(path, "locate table")
     if not rows or "component" not in rows[0] or "rank" not in rows[0]:
         raise ToxlensError(f"{path}: expected columns 'component' and 'rank'")
     keep = {"all": ("head", "mlp"), "heads": ("head",), "mlps": ("mlp",)}[kind]
     rows = [r for r in rows if r.get("kind") in keep]
-    rows.sort(key=lambda r: float(r["rank"]))
+    rows.sort(key=lambda r: _rank(path, r))
     return [r["component"] for r in rows[:top_k]]
 
 
@@ -136,6 +136,19 @@ def build_conditions(
             }
             out.append(Condition(name, monitor=p, threshold=t, policy=pol, settings=settings))
     return out
+
+
+def _rank(path: Path, row: dict[str, str]) -> float:
+    """A row's rank: a finite number, else an error naming the component (a ranking from NaN scores)."""
+    try:
+        rank = float(row["rank"])
+    except (TypeError, ValueError):
+        rank = math.nan
+    if not math.isfinite(rank):
+        raise ToxlensError(
+            f"{path}: component {row.get('component')!r} has rank {row.get('rank')!r}; expected a number"
+        )
+    return rank
 
 
 def _need(value: Any, condition: str, what: str) -> Any:

@@ -27,7 +27,10 @@ SUBCOMMANDS: dict[str, Any] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from toxlens.version import version
+
     parser = argparse.ArgumentParser(prog="toxlens", description="Locate and act on toxicity circuits.")
+    parser.add_argument("--version", action="version", version=f"toxlens {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in SUBCOMMANDS.values():
         module.add_parser(sub)
@@ -42,12 +45,15 @@ def commands() -> dict[str, Callable[[argparse.Namespace], int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lens.io import sigterm_as_interrupt
+
     args = build_parser().parse_args(argv)
     try:
         run = commands().get(args.command)
         if run is None:
             raise ToxlensError(f"unknown command {args.command!r}")
-        return int(run(args))
+        with sigterm_as_interrupt():  # SIGTERM cleans up like Ctrl-C: no partial output left behind
+            return int(run(args))
     except ToxlensError as err:
         print(f"toxlens: error: {err}", file=sys.stderr)
         return 2

@@ -83,11 +83,15 @@ def check_text_args(args: argparse.Namespace) -> tuple[list[str], list[str] | No
 
 def run_texts(args: argparse.Namespace) -> int:
     from lens.io import atomic_directory, check_output_dir
+    from lens.loading import check_model_spec, resolve_device
     from lens.probe import load_labelled
     from toxlens.common import file_sha256, select_rows
 
     positive, negative = check_text_args(args)
-    check_output_dir(Path(args.out), args.overwrite)
+    inputs = [args.texts, args.toxic_words, args.model]
+    check_output_dir(Path(args.out), args.overwrite, inputs)
+    check_model_spec(args.model)
+    resolve_device(args.device)
     texts, labels = load_labelled(args.texts, args.text_col, args.label_col, positive, negative)
     keep = select_rows(labels, args.limit, args.balance, args.seed)
     texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
@@ -140,7 +144,7 @@ def run_texts(args: argparse.Namespace) -> int:
     ranking.metadata["toxic_token_set"] = tokens.to_dict()
     neurons = ranking.to_dataframe()
     comps = ranking.components_dataframe()
-    with atomic_directory(args.out, args.overwrite) as stage:
+    with atomic_directory(args.out, args.overwrite, inputs) as stage:
         ranking.save(stage)
         if args.level == "neurons":
             neurons.to_csv(stage / "neurons.csv", index=False)

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
+import re
 from pathlib import Path
+
+from lens.errors import ToxlensError
 
 
 def model_args(p: argparse.ArgumentParser) -> None:
@@ -60,3 +64,63 @@ def select_rows(labels: list[int], limit: int | None, balance: bool, seed: int) 
         return sorted(pick(pos, n) + pick(neg, n))
     rows = list(range(len(labels)))
     return sorted(pick(rows, limit)) if limit is not None and limit < len(rows) else rows
+
+
+SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes at most 64 bits
+
+
+def check_seed(seed: int, streams: int = 1, flag: str = "--seed") -> None:
+    """``seed`` .. ``seed + streams - 1`` must all be valid 64-bit generator seeds."""
+    if seed < 0 or seed + max(streams, 1) - 1 > SEED_MAX:
+        raise ToxlensError(
+            f"{flag} must be in [0, {SEED_MAX - max(streams, 1) + 1}] (64-bit seeds, one per sample), got {seed}"
+        )
+
+
+def check_model_early(args: argparse.Namespace, layers: dict[str, int | None] | None = None) -> None:
+    """Check --model, --device and layer flags before the model is loaded (no weights are read).
+
+    A layer must be >= 0 and, when the number of layers can be read from a local config.json,
+    below it.
+    """
+    from lens.loading import check_model_spec, peek_n_layers, resolve_device
+
+    check_model_spec(args.model)
+    resolve_device(args.device)
+    n_layers = peek_n_layers(args.model)
+    for flag, layer in (layers or {}).items():
+        if layer is None:
+            continue
+        if layer < 0 or (n_layers is not None and layer >= n_layers):
+            bound = f"[0, {n_layers})" if n_layers is not None else ">= 0"
+            raise ToxlensError(
+                f"{flag} (a steering layer) must be in {bound} for model {args.model!r}, got {layer}"
+            )
+
+
+def check_limit(value: int | None, flag: str) -> None:
+    if value is not None and value < 1:
+        raise ToxlensError(f"{flag} must be >= 1 (omit it to use every item), got {value}")
+
+
+VALUE_VECTOR = re.compile(r"^L\d+\.mlp:\d+$")
+
+
+def check_steer_vector_spec(spec: str, probe: str | None) -> None:
+    """A ``--steer-vector`` is ``probe`` (with ``--probe``), an existing FILE.safetensors or L<layer>.mlp:<n>."""
+    if spec == "probe":
+        if probe is None:
+            raise ToxlensError("--steer-vector probe needs --probe DIR (whose direction is the vector)")
+    elif spec.endswith(".safetensors"):
+        if not Path(spec).is_file():
+            raise ToxlensError(f"steering vector file {spec!r} does not exist")
+    elif not VALUE_VECTOR.match(spec):
+        raise ToxlensError(
+            f"unknown --steer-vector {spec!r}; expected 'probe', a FILE.safetensors, or L<layer>.mlp:<neuron> "
+            "(e.g. L7.mlp:123)"
+        )
+
+
+def check_finite(value: float | None, flag: str) -> None:
+    if value is not None and not math.isfinite(value):
+        raise ToxlensError(f"{flag} must be a finite number, got {value}")
