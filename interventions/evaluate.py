@@ -63,6 +63,8 @@ EXTRA_COLUMNS = [
     "recomputed_per_sample",
     "generation_s",
     "n_samples",
+    "params_changed",
+    "edit",
 ]
 
 
@@ -111,7 +113,7 @@ def evaluate(
     for cond in conditions:
         say = progress or (lambda _msg: None)
         say(f"[{cond.name}] generating {len(prompts)}×{samples} samples")
-        with cond.make_edit(model) if cond.make_edit is not None else contextlib.nullcontext():
+        with cond.make_edit(model) if cond.make_edit is not None else contextlib.nullcontext() as edit:
             t0 = time.perf_counter()
             gens = generate(
                 model,
@@ -139,6 +141,8 @@ def evaluate(
         scores = [float(s) for s in score_fn(texts)]
         sppl = _sample_perplexity(model, gens, batch_size) if sample_perplexity else math.nan
         rows.append(_row(cond, gens, scores, samples, ppl, sppl, gen_s))
+        rows[-1]["params_changed"] = getattr(edit, "n_changed", 0)
+        rows[-1]["edit"] = getattr(edit, "description", "")
         records.extend(_records(cond, gens, scores, samples, model))
         say(
             f"[{cond.name}] TP {rows[-1]['toxicity_probability']:.3f} EMT {rows[-1]['expected_max_toxicity']:.3f}"

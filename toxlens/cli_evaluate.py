@@ -16,6 +16,7 @@ from toxlens.common import (
     check_model_early,
     check_seed,
     check_steer_vector_spec,
+    parse_edit_params,
 )
 
 
@@ -66,8 +67,34 @@ def _check_plan(args: argparse.Namespace, names: list[str], scales: list[float])
                 raise ToxlensError(f"condition {name!r} needs {what}")
     if {"ablate", "edit"} & set(names):
         top_components(args.ablate_from, args.top_k, args.ablate_kind)
+    _check_neuron_conditions(args, names)
     if scales and (args.steer_layer is None or not has_vector):
         raise ToxlensError("--sweep-scales needs --steer-layer and a vector (--probe or --steer-vector)")
+
+
+def _check_neuron_conditions(args: argparse.Namespace, names: list[str]) -> None:
+    """Edit-method conditions: a ranking directory of the right kind, known parameters, a monitor."""
+    from interventions.conditions import NEURON_CONDITIONS
+    from patching.neuron_result import NeuronRanking
+
+    args.edit_params = parse_edit_params(args.edit_param)
+    for name in names:
+        if name not in NEURON_CONDITIONS:
+            continue
+        base, _, rollback = name.partition("+")
+        where = (args.dampen_from if base.startswith("dampen") else args.edit_from) or (
+            args.edit_from or args.dampen_from
+        )
+        if where is None:
+            flag = "--dampen-from" if base.startswith("dampen") else "--edit-from"
+            raise ToxlensError(
+                f"condition {name!r} needs {flag} LOCATE_DIR (a `toxlens locate --texts` output)"
+            )
+        NeuronRanking.load(where)
+        if rollback and (args.probe is None or args.threshold is None):
+            raise ToxlensError(
+                f"condition {name!r} needs --probe DIR and --threshold T (the rollback monitor)"
+            )
 
 
 def add_parser(sub: Any) -> None:
@@ -85,7 +112,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--max-new-tokens", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--conditions", default="none", help="comma list among none,ablate,steer,edit,rollback,rollback+steer"
+        "--conditions",
+        default="none",
+        help="comma list among none,ablate,steer,edit,rollback,rollback+steer and the edit methods "
+        "dampen,dampen-random,surgery,project,subtract (each also as METHOD+rollback)",
     )
     p.add_argument(
         "--scorer", default="profanity", help="profanity (default, offline) | detoxify | detoxify-unbiased"
@@ -104,6 +134,19 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--no-forbid", action="store_true", help="do not forbid the token that started a discarded span"
+    )
+    p.add_argument(
+        "--dampen-from", default=None, help="locate --texts directory (dampen, dampen-random conditions)"
+    )
+    p.add_argument(
+        "--edit-from", default=None, help="locate --texts directory (surgery, project, subtract conditions)"
+    )
+    p.add_argument(
+        "--edit-param",
+        action="append",
+        default=None,
+        metavar="METHOD.KEY=VALUE",
+        help="override an edit method's parameter, e.g. dampen.min_auroc=0.6 (repeatable)",
     )
     p.add_argument("--ablate-from", default=None, help="locate output directory (ablate / edit conditions)")
     p.add_argument("--top-k", type=int, default=10, help="components taken from --ablate-from")
@@ -155,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
     check_limit(args.limit_perplexity, "--limit-perplexity")
     _check_plan(args, names, scales)
     inputs = [args.model, args.prompts, args.perplexity_text, args.probe, args.ablate_from, args.steer_vector]
+    inputs += [args.dampen_from, args.edit_from]
     check_output_dir(Path(args.out), args.overwrite, inputs)
     prompts = read_prompts(args.prompts)[: args.limit_prompts]
     check_seed(args.seed, len(prompts) * args.samples)
@@ -199,6 +243,9 @@ def run(args: argparse.Namespace) -> int:
         steer_vector=vector,
         steer_layer=args.steer_layer,
         steer_scale=args.steer_scale,
+        dampen_from=args.dampen_from,
+        edit_from=args.edit_from,
+        edit_params=args.edit_params,
     )
     common: dict[str, Any] = {
         "samples": args.samples,

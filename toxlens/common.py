@@ -7,6 +7,7 @@ import hashlib
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 from lens.errors import ToxlensError
 
@@ -124,3 +125,28 @@ def check_steer_vector_spec(spec: str, probe: str | None) -> None:
 def check_finite(value: float | None, flag: str) -> None:
     if value is not None and not math.isfinite(value):
         raise ToxlensError(f"{flag} must be a finite number, got {value}")
+
+
+def parse_edit_params(items: list[str] | None) -> dict[str, dict[str, Any]]:
+    """``--edit-param METHOD.KEY=VALUE`` (repeatable; VALUE is JSON, e.g. ``0.6`` or ``[10,11]``, else a
+    string) → ``{method: {key: value}}``, checked against the edit registry's parameters."""
+    import json
+
+    from interventions.edit_methods import get_method
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items or []:
+        head, eq, raw = item.partition("=")
+        method, dot, key = head.partition(".")
+        if not eq or not dot or not method or not key:
+            raise ToxlensError(
+                f"--edit-param expects METHOD.KEY=VALUE (e.g. dampen.min_auroc=0.6), got {item!r}"
+            )
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.setdefault(method, {})[key] = value
+    for method, params in out.items():
+        get_method(method).resolve(params)
+    return out
