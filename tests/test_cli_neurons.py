@@ -276,3 +276,31 @@ def test_export_hf_folds_weight_edits_and_refuses_hook_edits(kind: str, tmp_path
     torch.testing.assert_close(got, expect, atol=1e-5, rtol=0)
     with get_method("subtract")(model, ranking), pytest.raises(ToxlensError, match="hook edits"):
         export_model(model, tmp_path / "out2")
+
+
+def test_select_rows_balances_and_limits() -> None:
+    from toxlens.common import select_rows
+
+    labels = [1] * 30 + [0] * 10
+    rows = select_rows(labels, None, True, seed=0)
+    assert sum(labels[i] for i in rows) == 10 and len(rows) == 20 and rows == sorted(rows)
+    rows = select_rows(labels, 8, True, seed=0)
+    assert sum(labels[i] for i in rows) == 4 and len(rows) == 8
+    assert select_rows(labels, 8, True, seed=0) == rows and select_rows(labels, 8, True, seed=1) != rows
+    assert select_rows(labels, None, False, seed=0) == list(range(40))
+    assert len(select_rows(labels, 5, False, seed=0)) == 5
+
+
+def test_parse_edit_params() -> None:
+    from lens.errors import ToxlensError
+    from toxlens.common import parse_edit_params
+
+    got = parse_edit_params(["dampen.min_auroc=0.6", "surgery.layers=[1,2]", "surgery.k=4"])
+    assert got == {"dampen": {"min_auroc": 0.6}, "surgery": {"layers": [1, 2], "k": 4}}
+    for bad, message in (
+        (["dampen.min_auroc"], "METHOD.KEY=VALUE"),
+        (["nosuch.k=1"], "unknown edit method"),
+        (["surgery.k=many"], "expected int"),
+    ):
+        with pytest.raises(ToxlensError, match=message):
+            parse_edit_params(bad)
