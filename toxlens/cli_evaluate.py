@@ -40,7 +40,9 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--probe", default=None, help="probe directory (toxlens probe train)")
     p.add_argument("--threshold", type=float, default=None, help="rollback when a token's probe score >= T")
-    p.add_argument("--safe-threshold", type=float, default=None, help="safe point: score < S (default 0.3)")
+    p.add_argument(
+        "--safe-threshold", type=float, default=None, help="safe point: score < S (default: half of T)"
+    )
     p.add_argument("--budget", type=int, default=4, help="rollbacks per sequence")
     p.add_argument("--on-budget", default="stop", choices=["stop", "continue"])
     p.add_argument("--correct-scale", type=float, default=8.0, help="rollback+steer: corrective steer size")
@@ -102,12 +104,22 @@ def run(args: argparse.Namespace) -> int:
     prompts = read_prompts(args.prompts)[: args.limit_prompts]
     ppl_texts = read_text_source(args.perplexity_text, args.limit_perplexity) if args.perplexity_text else []
     probe = Probe.load(args.probe) if args.probe else None
+    monitored = [n for n in names if n.startswith("rollback")]
+    if monitored and probe is not None and probe.monitor_refusal() is not None:
+        raise ToxlensError(
+            f"--probe {args.probe!r} cannot monitor generation (conditions {','.join(monitored)}): "
+            f"{probe.monitor_refusal()}"
+        )
     get_scorer(args.scorer)  # fail before loading the model
     sampling = Sampling(args.temperature, args.sample_top_k, args.top_p)
     if args.threshold is not None and not 0 < args.threshold <= 1:
         raise ToxlensError(f"--threshold must be in (0, 1], got {args.threshold}")
     policy = RollbackPolicy(
-        safe_threshold=0.3 if args.safe_threshold is None else args.safe_threshold,
+        safe_threshold=(
+            args.safe_threshold
+            if args.safe_threshold is not None
+            else (args.threshold / 2 if args.threshold is not None else 0.3)
+        ),
         budget=args.budget,
         on_budget=args.on_budget,
         steer_tokens=args.correct_tokens,
