@@ -36,7 +36,11 @@ def add_parser(sub: Any) -> None:
         "--conditions", default="none", help="comma list among none,ablate,steer,edit,rollback,rollback+steer"
     )
     p.add_argument(
-        "--scorer", default="profanity", help="profanity (default, offline) | detoxify | detoxify-unbiased"
+        "--scorer",
+        default="profanity",
+        help="profanity (default, offline) | better-profanity (offline, binary, independent word list) | "
+        "detoxify | detoxify-unbiased; a comma list scores with each: the first is the headline, the "
+        "others add columns {statistic}_{scorer} to summary.csv",
     )
     p.add_argument("--probe", default=None, help="probe directory (toxlens probe train)")
     p.add_argument("--threshold", type=float, default=None, help="rollback when a token's probe score >= T")
@@ -85,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from interventions.evaluate import evaluate, sweep_steering
     from interventions.policy import RollbackPolicy
     from interventions.sampling import Sampling
-    from interventions.scoring import get_scorer
+    from interventions.scoring import get_scorer, parse_scorers
     from interventions.steering import vector_from_spec
     from lens.io import atomic_directory, check_output_dir
     from lens.loading import load_model
@@ -110,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
             f"--probe {args.probe!r} cannot monitor generation (conditions {','.join(monitored)}): "
             f"{probe.monitor_refusal()}"
         )
-    get_scorer(args.scorer)  # fail before loading the model
+    scorers = parse_scorers(args.scorer)
+    for name in scorers:
+        get_scorer(name)  # fail before loading the model
     sampling = Sampling(args.temperature, args.sample_top_k, args.top_p)
     if args.threshold is not None and not 0 < args.threshold <= 1:
         raise ToxlensError(f"--threshold must be in (0, 1], got {args.threshold}")
@@ -153,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
         "samples": args.samples,
         "max_new_tokens": args.max_new_tokens,
         "seed": args.seed,
-        "scorer": args.scorer,
+        "scorer": scorers[0],
+        "extra_scorers": scorers[1:],
         "perplexity_texts": ppl_texts,
         "sampling": sampling,
         "batch_size": args.batch_size,
@@ -188,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
         "expected_max_toxicity",
         "perplexity",
     ]
+    cols += [f"toxicity_probability_{name}" for name in scorers[1:]]
     print(
         result.summary[[*cols, "sample_perplexity", "rollbacks_per_sample", "tokens_per_second"]].to_string(
             index=False
