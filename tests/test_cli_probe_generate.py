@@ -467,7 +467,7 @@ def test_probe_train_defaults_give_a_mil_monitor(
     meta = json.loads((monitor_dir / "probe.json").read_text())
     assert meta["pooling"] == "max" and meta["monitor"] is True and meta["monitor_reason"] is None
     assert meta["aggregation"] == "max" and "text-level only" in meta["labels"]
-    assert meta["layer"] == 1  # round(0.3 * 3 layers)
+    assert meta["layer"] == 2  # round(0.6 * 3 layers)
     assert set(meta["defaults_applied"]) == {"layer", "limit", "balance"}
     assert meta["limit"] == 4000 and meta["balance"] is True
     assert meta["counts"]["positive"] == meta["counts"]["negative"] == 30

@@ -23,7 +23,7 @@ AGGREGATION_CHOICES = ("max", "logsumexp", "noisy-or")
 TOKEN_POOLINGS = ("max", "token")  # one example per token: usable as generation monitors
 # Defaults of the two-flag path (`probe train --model M --data F --positive-labels V --out DIR`), measured
 # on smollm2-135m with Davidson's tweets (README "First rollback"):
-DEFAULT_LAYER_FRACTION = 0.3  # layer = round(0.3 * n_layers): 9 of SmolLM2-135M's 30
+DEFAULT_LAYER_FRACTION = 0.6  # layer = round(0.6 * n_layers): 18 of SmolLM2-135M's 30
 DEFAULT_TOKEN_LIMIT = 4000  # rows read for a token-level probe unless --limit is given
 
 
@@ -55,7 +55,7 @@ def add_parser(sub: Any) -> None:
         "--layer",
         type=int,
         default=None,
-        help="the layer whose residual stream is probed (default: round(0.3 x n_layers), e.g. 9 of 30)",
+        help="the layer whose residual stream is probed (default: round(0.6 x n_layers), e.g. 18 of 30)",
     )
     p.add_argument(
         "--all-layers",
