@@ -523,6 +523,21 @@ def test_text_probe_is_refused_as_monitor(
     assert "cannot monitor" in err and not out.exists()
 
 
+def test_evaluate_rollback_with_the_default_monitor(
+    model_dir: Path, monitor_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("you are a\nthe cat is\n")
+    out = tmp_path / "ev"
+    ev = ["evaluate", "--model", str(model_dir), "--prompts", str(prompts), "--samples", "2"]
+    ev += ["--max-new-tokens", "4", "--conditions", "none,rollback", "--probe", str(monitor_dir)]
+    ev += ["--threshold", "0.3", "--out", str(out)]
+    code, _, err = run(ev, capsys)
+    assert code == 0, err
+    rb = json.loads((out / "config.json").read_text())["conditions"]["rollback"]
+    assert rb["threshold"] == 0.3 and rb["safe_threshold"] == 0.15  # derived: half the threshold
+
+
 def _break_probe(src: Path, dst: Path, how: str) -> Path:
     import shutil
 
