@@ -13,12 +13,17 @@ steering, and a probe monitor with rollback. :func:`build_conditions` makes the 
   components (a weight edit, no run-time cost);
 * ``rollback`` — the probe monitors every token; a score ``≥ threshold`` rolls back (no corrective steer);
 * ``rollback+steer`` — the same, with the corrective steer against the probe direction for the next
-  ``correct_tokens`` tokens.
+  ``correct_tokens`` tokens;
+* ``dampen``, ``dampen-random``, ``surgery``, ``project``, ``subtract`` — the edit method of that name
+  (:data:`interventions.edit_methods.EDIT_METHODS`) built from a neuron ranking (``locate --texts``
+  directory: ``dampen_from`` for the dampen pair, ``edit_from`` for the others, each falling back to the
+  other), with ``edit_params[method]`` overriding the method's defaults;
+* ``<method>+rollback`` — that edit and the probe monitor with rollback together.
 """
 
 from __future__ import annotations
 
-import csv
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,14 +31,20 @@ from typing import Any
 
 from torch import Tensor
 
+from interventions.edit_methods import EDIT_METHODS, get_method
 from interventions.edits import Edit, ablate, project_out_weights
 from interventions.policy import RollbackPolicy
 from interventions.steering import Steer
 from lens.errors import ToxlensError
 from lens.model import LensModel
 from lens.probe import Probe
+from lens.textfiles import read_csv_rows
+from patching.neuron_result import NeuronRanking
 
-CONDITIONS = ("none", "ablate", "steer", "edit", "rollback", "rollback+steer")
+BASE_CONDITIONS = ("none", "ablate", "steer", "edit", "rollback", "rollback+steer")
+# every edit method of the registry, alone and combined with the probe monitor's rollback
+NEURON_CONDITIONS = tuple(n for m in EDIT_METHODS for n in (m, f"{m}+rollback"))
+CONDITIONS = BASE_CONDITIONS + NEURON_CONDITIONS
 ABLATE_KINDS = ("all", "heads", "mlps")
 
 
@@ -57,13 +68,12 @@ def top_components(locate_dir: str | Path, top_k: int, kind: str = "all") -> lis
     path = Path(locate_dir) / "components.csv"
     if not path.is_file():
         raise ToxlensError(f"{locate_dir!s} is not a locate output directory: {path} is missing")
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_csv_rows(path, "locate table")
     if not rows or "component" not in rows[0] or "rank" not in rows[0]:
         raise ToxlensError(f"{path}: expected columns 'component' and 'rank'")
     keep = {"all": ("head", "mlp"), "heads": ("head",), "mlps": ("mlp",)}[kind]
     rows = [r for r in rows if r.get("kind") in keep]
-    rows.sort(key=lambda r: float(r["rank"]))
+    rows.sort(key=lambda r: _rank(path, r))
     return [r["component"] for r in rows[:top_k]]
 
 
@@ -83,6 +93,9 @@ def build_conditions(
     steer_vector: Tensor | None = None,
     steer_layer: int | None = None,
     steer_scale: float | None = None,
+    dampen_from: str | Path | None = None,
+    edit_from: str | Path | None = None,
+    edit_params: dict[str, dict[str, Any]] | None = None,
 ) -> list[Condition]:
     """Conditions for ``names`` (see module docstring); every missing input is named in the error."""
     unknown = [n for n in names if n not in CONDITIONS]
@@ -91,6 +104,7 @@ def build_conditions(
     if len(set(names)) != len(names):
         raise ToxlensError(f"conditions listed twice: {list(names)}")
     policy = policy or RollbackPolicy()
+    rankings: dict[str, NeuronRanking] = {}
     vector = steer_vector if steer_vector is not None else (probe.direction if probe is not None else None)
     out: list[Condition] = []
     for name in names:
@@ -122,20 +136,74 @@ def build_conditions(
                 return project_out_weights(m, comps, v)
 
             out.append(Condition(name, make_edit=make_edit, settings={"components": comps}))
+        elif name in NEURON_CONDITIONS:
+            base, _, rollback = name.partition("+")
+            flag, where = (
+                ("--dampen-from", dampen_from) if base.startswith("dampen") else ("--edit-from", edit_from)
+            )
+            where = _need(
+                where if where is not None else (edit_from or dampen_from), name, f"{flag} LOCATE_DIR"
+            )
+            if str(where) not in rankings:
+                rankings[str(where)] = NeuronRanking.load(where)
+            ranking = rankings[str(where)]
+            method = get_method(base)
+            params = method.resolve((edit_params or {}).get(base))
+
+            def make_neuron_edit(
+                m: LensModel,
+                method: Any = method,
+                ranking: NeuronRanking = ranking,
+                params: dict[str, Any] = params,
+            ) -> Edit:
+                return method(m, ranking, params)
+
+            settings = {"method": base, "params": params, "from": str(where), "foldable": method.foldable}
+            cond = Condition(name, make_edit=make_neuron_edit, settings=settings)
+            if rollback:
+                cond = _with_rollback(cond, model, probe, threshold, policy, 0.0)
+            out.append(cond)
         else:
-            p = _need(probe, name, "--probe DIR")
-            t = _need(threshold, name, "--threshold T")
-            pol = replace(policy, steer_scale=correct_scale if name == "rollback+steer" else 0.0)
-            pol.check(model, p, t)
-            settings = {
-                "threshold": t,
-                **pol.to_dict(),
-                "probe_layer": p.layer,
-                "probe_hook": p.hook,
-                "correct_layer": pol.layer_for(p, model.n_layers),
-            }
-            out.append(Condition(name, monitor=p, threshold=t, policy=pol, settings=settings))
+            scale = correct_scale if name == "rollback+steer" else 0.0
+            out.append(_with_rollback(Condition(name), model, probe, threshold, policy, scale))
     return out
+
+
+def _with_rollback(
+    cond: Condition,
+    model: LensModel,
+    probe: Probe | None,
+    threshold: float | None,
+    policy: RollbackPolicy,
+    steer_scale: float,
+) -> Condition:
+    """``cond`` with the probe monitor and rollback switched on (``steer_scale``: corrective steer)."""
+    p = _need(probe, cond.name, "--probe DIR")
+    t = _need(threshold, cond.name, "--threshold T")
+    pol = replace(policy, steer_scale=steer_scale)
+    pol.check(model, p, t)
+    settings = {
+        **cond.settings,
+        "threshold": t,
+        **pol.to_dict(),
+        "probe_layer": p.layer,
+        "probe_hook": p.hook,
+        "correct_layer": pol.layer_for(p, model.n_layers),
+    }
+    return replace(cond, monitor=p, threshold=t, policy=pol, settings=settings)
+
+
+def _rank(path: Path, row: dict[str, str]) -> float:
+    """A row's rank: a finite number, else an error naming the component (a ranking from NaN scores)."""
+    try:
+        rank = float(row["rank"])
+    except (TypeError, ValueError):
+        rank = math.nan
+    if not math.isfinite(rank):
+        raise ToxlensError(
+            f"{path}: component {row.get('component')!r} has rank {row.get('rank')!r}; expected a number"
+        )
+    return rank
 
 
 def _need(value: Any, condition: str, what: str) -> Any:

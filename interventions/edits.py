@@ -65,6 +65,8 @@ class Edit:
         self.model, self.description = model, description
         self._restore: Callable[[], None] | None = restore
         self._params = {id(p) for p in params}
+        self.n_changed = 0  # parameter entries a weight edit changed (0 for hook edits)
+        self.n_units = 0  # neurons / rows / components the edit acts on, where the edit counts them
         _ACTIVE.setdefault(model.bridge, []).append(self)
 
     @property

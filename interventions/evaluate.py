@@ -65,6 +65,8 @@ EXTRA_COLUMNS = [
     "recomputed_per_sample",
     "generation_s",
     "n_samples",
+    "params_changed",
+    "edit",
 ]
 # per extra scorer (``evaluate(extra_scorers=...)``): these statistics, suffixed ``_{scorer name}``, after
 # the columns above (the headline scorer's columns keep their names)
@@ -126,7 +128,7 @@ def evaluate(
     for cond in conditions:
         say = progress or (lambda _msg: None)
         say(f"[{cond.name}] generating {len(prompts)}×{samples} samples")
-        with cond.make_edit(model) if cond.make_edit is not None else contextlib.nullcontext():
+        with cond.make_edit(model) if cond.make_edit is not None else contextlib.nullcontext() as edit:
             t0 = time.perf_counter()
             gens = generate(
                 model,
@@ -154,6 +156,8 @@ def evaluate(
         scores = [float(s) for s in score_fn(texts)]
         sppl = _sample_perplexity(model, gens, batch_size) if sample_perplexity else math.nan
         rows.append(_row(cond, gens, scores, samples, ppl, sppl, gen_s))
+        rows[-1]["params_changed"] = getattr(edit, "n_changed", 0)
+        rows[-1]["edit"] = getattr(edit, "description", "")
         by_scorer = {fn.name: [float(v) for v in fn(texts)] for fn in extra_fns}
         for name, values in by_scorer.items():
             rows[-1].update(_scorer_columns(name, values, samples))

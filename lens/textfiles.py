@@ -6,6 +6,10 @@
   :func:`read_prompts`, ``"text"`` for :func:`read_texts`); other fields are ignored; blank lines are
   skipped.
 
+Every text file toxlens reads goes through :func:`read_text_file` / :func:`read_lines`: a UTF-8 byte-order
+mark is dropped, lines end at ``"\n"`` only (never at U+2028 and the like), and a missing path, a directory
+or bad UTF-8 is one clear error.
+
 Any other suffix, a missing file, bad UTF-8, invalid JSON, a missing/non-string/empty field or a file
 with no items raises :class:`~lens.errors.ToxlensError` naming ``file:line``.
 """
@@ -13,11 +17,63 @@ with no items raises :class:`~lens.errors.ToxlensError` naming ``file:line``.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from lens.errors import ToxlensError
 
 SUFFIXES = (".txt", ".jsonl")
+
+
+def read_text_file(path: str | Path, what: str = "file") -> str:
+    """The text of ``path`` (UTF-8, a leading byte-order mark dropped); ``what`` names it in errors."""
+    p = Path(path)
+    if p.is_dir():
+        raise ToxlensError(f"{what} {str(p)!r} is a directory; expected a text file")
+    if not p.is_file():
+        raise ToxlensError(f"{what} {str(p)!r} does not exist")
+    try:
+        return p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ToxlensError(
+            f"{what} {str(p)!r}: not valid UTF-8 ({err.reason} at byte {err.start}); expected UTF-8 text"
+        ) from err
+    except OSError as err:
+        raise ToxlensError(f"{what} {str(p)!r} cannot be read: {err.strerror}") from err
+
+
+def read_lines(path: str | Path, what: str = "file") -> list[str]:
+    """Lines of ``path`` split on ``"\n"`` only, a trailing ``"\r"`` dropped (see :func:`read_text_file`)."""
+    return [line.removesuffix("\r") for line in read_text_file(path, what).split("\n")]
+
+
+def read_csv_rows(path: str | Path, what: str = "CSV file") -> list[dict[str, str]]:
+    """Rows of a CSV file with a header (see :func:`read_text_file`). A quote that is never closed, a
+    row with more fields than the header or any other malformed CSV is an error naming the line."""
+    import csv
+    import io
+
+    reader = csv.DictReader(io.StringIO(read_text_file(path, what), newline=""), strict=True)
+    rows: list[dict[str, str]] = []
+    start = 2
+    try:
+        for row in reader:
+            if None in row:
+                raise ToxlensError(
+                    f"{what} {str(path)!r}, line {start}: more fields than the header's {len(reader.fieldnames or [])}"
+                )
+            rows.append(row)
+            start = reader.line_num + 1
+    except csv.Error as err:
+        if "unexpected end of data" in str(err):
+            raise ToxlensError(
+                f"{what} {str(path)!r}, line {start}: a quoted field is never closed (unterminated '\"')"
+            ) from err
+        raise ToxlensError(f"{what} {str(path)!r}, line {reader.line_num}: malformed CSV ({err})") from err
+    return rows
 
 
 def read_prompts(path: str | Path) -> list[str]:
@@ -38,13 +94,7 @@ def read_items(path: str | Path, field: str) -> list[str]:
         raise ToxlensError(
             f"{str(p)!r}: unsupported file type {p.suffix!r}; expected one of {list(SUFFIXES)}"
         )
-    if not p.is_file():
-        raise ToxlensError(f"{str(p)!r} does not exist or is not a file")
-    try:
-        # split on "\n" only (str.splitlines would also split on U+2028, form feeds, …); drop a "\r"
-        lines = [line.removesuffix("\r") for line in p.read_text(encoding="utf-8").split("\n")]
-    except UnicodeDecodeError as err:
-        raise ToxlensError(f"{p}: not valid UTF-8 ({err.reason} at byte {err.start})") from err
+    lines = read_lines(p, "text file")
     items: list[str] = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -95,12 +145,7 @@ def read_text_source(spec: str, limit: int | None = None) -> list[str]:
         raise ToxlensError(
             f"dataset spec {spec!r} needs the `datasets` package: pip install datasets"
         ) from err
-    try:
-        ds = datasets.load_dataset(path, config or None, split=split)
-    except Exception as err:  # datasets raises many types (network, missing split, …)
-        raise ToxlensError(
-            f"could not load dataset {path!r} (config {config or None}, split {split!r}): {err}"
-        ) from err
+    ds = _load_dataset(datasets, path, config or None, split)
     if column not in ds.column_names:
         raise ToxlensError(
             f"dataset {path!r} split {split!r} has no column {column!r}; columns: {ds.column_names}"
@@ -109,3 +154,54 @@ def read_text_source(spec: str, limit: int | None = None) -> list[str]:
     if not items:
         raise ToxlensError(f"dataset {path!r} split {split!r} column {column!r} holds no non-blank text")
     return items[:limit] if limit is not None else items
+
+
+def _load_dataset(datasets: Any, path: str, config: str | None, split: str) -> Any:
+    """Load from the cache alone when the hub is unreachable (one quick check first, no retries)."""
+    from lens.loading import hub_unreachable_reason
+
+    reason = hub_unreachable_reason()
+    try:
+        if reason is None:
+            return datasets.load_dataset(path, config, split=split)
+        with _offline(datasets):
+            return datasets.load_dataset(path, config, split=split)
+    except Exception as err:  # datasets raises many types (network, missing split, …)
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        where = f"dataset {path!r} (config {config}, split {split!r})"
+        if reason is not None:
+            raise ToxlensError(
+                f"could not load {where} from the local datasets cache ({type(err).__name__}: {first}) "
+                f"and the hub is unreachable ({reason}); expected a cached dataset or a .txt/.jsonl file"
+            ) from err
+        raise ToxlensError(f"could not load {where}: {type(err).__name__}: {first}") from err
+
+
+@contextmanager
+def _offline(datasets: Any) -> Iterator[None]:
+    """Make ``datasets`` and ``huggingface_hub`` read only their caches within the block."""
+    targets: list[tuple[Any, str]] = [(getattr(datasets, "config", None), "HF_HUB_OFFLINE")]
+    targets.append((getattr(datasets, "config", None), "HF_DATASETS_OFFLINE"))
+    try:
+        import huggingface_hub.constants as hub_constants
+
+        targets.append((hub_constants, "HF_HUB_OFFLINE"))
+    except ImportError:
+        pass
+    saved = [
+        (obj, name, getattr(obj, name)) for obj, name in targets if obj is not None and hasattr(obj, name)
+    ]
+    old_env = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    try:
+        for obj, name, _ in saved:
+            setattr(obj, name, True)
+        os.environ.update({k: "1" for k in old_env})
+        yield
+    finally:
+        for obj, name, value in saved:
+            setattr(obj, name, value)
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -69,11 +69,11 @@ def default_words(min_prob: float = DEFAULT_MIN_PROB) -> tuple[str, ...]:
 
 
 def read_words(path: str | Path) -> list[str]:
+    from lens.textfiles import read_lines
+
     p = Path(path)
-    if not p.is_file():
-        raise ToxlensError(f"toxic word file {str(p)!r} does not exist")
     words = []
-    for line in p.read_text(encoding="utf-8").splitlines():
+    for line in read_lines(p, "toxic word file"):
         w = line.split("#", 1)[0].strip()
         if w:
             words.append(w)

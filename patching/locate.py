@@ -17,9 +17,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from lens.components import parse_component
 from lens.errors import ToxlensError
+from lens.io import json_safe
 from lens.metrics import Metric
 from lens.model import LensModel
 from lens.prompts import ContrastPairs
@@ -75,6 +77,11 @@ class LocateResult:
         frame["ci_low"] = primary.ci_low.numpy()
         frame["ci_high"] = primary.ci_high.numpy()
         key = "score_activation" if self.activation is not None else "score_attribution"
+        if not np.isfinite(frame[key].to_numpy(float)).all():
+            raise ToxlensError(
+                f"{key} is not finite for {int((~np.isfinite(frame[key].to_numpy(float))).sum())} "
+                "component(s): mean m(toxic) equals mean m(benign), so the scores divide by zero"
+            )
         frame["rank"] = frame[key].rank(ascending=False, method="first").astype(int)
         return frame.sort_values("rank").reset_index(drop=True)[CSV_COLUMNS]
 
@@ -105,6 +112,7 @@ def locate(
     """Score every head and MLP with ``method`` (``activation``, ``attribution`` or ``both``)."""
     if method not in METHODS:
         raise ToxlensError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    check_separation(model, pairs, metric)
     timings: dict[str, float] = {}
     attribution = activation = None
     if method in ("attribution", "both"):
@@ -118,6 +126,32 @@ def locate(
         )
         timings["activation_s"] = time.perf_counter() - t0
     return LocateResult(activation, attribution, timings)
+
+
+@torch.no_grad()
+def check_separation(model: LensModel, pairs: ContrastPairs, metric: Metric, rel_tol: float = 1e-6) -> None:
+    """Refuse pairs on which the metric does not separate toxic from benign (one forward per side).
+
+    Every score divides by ``mean_i m(toxic_i) − mean_i m(benign_i)``; when that is zero (or not
+    finite) no ranking exists, so this raises instead of writing NaN / inf scores.
+    """
+    m_toxic, m_benign = torch.empty(len(pairs)), torch.empty(len(pairs))
+    for _length, idx in pairs.length_groups().items():
+        ids = torch.tensor(idx, device=model.device)
+        for side, out in (("toxic", m_toxic), ("benign", m_benign)):
+            logits = model.final_logits(pairs.tokens(idx, side).to(model.device))
+            out[idx] = metric(logits, ids).float().cpu()
+    mt, mb = float(m_toxic.mean()), float(m_benign.mean())
+    if not (np.isfinite(mt) and np.isfinite(mb)):
+        raise ToxlensError(
+            f"{pairs.source}: the metric is not finite (mean m(toxic) = {mt}, mean m(benign) = {mb}); "
+            "expected finite values — check the toxic token set / targets"
+        )
+    if abs(mt - mb) <= rel_tol * max(1.0, abs(mt), abs(mb)):
+        raise ToxlensError(
+            f"{pairs.source}: mean m(toxic) = mean m(benign) = {mt:.6g}, so every score would divide by "
+            "zero; expected pairs whose toxic and benign prompts change the metric"
+        )
 
 
 def library_versions() -> dict[str, str]:
@@ -168,8 +202,8 @@ def summary(
         "methods": [
             m for m, r in (("activation", result.activation), ("attribution", result.attribution)) if r
         ],
-        "pearson_r_heads": result.pearson_r("head"),
-        "pearson_r_all": result.pearson_r(None),
+        "pearson_r_heads": _finite_or_none(result.pearson_r("head")),
+        "pearson_r_all": _finite_or_none(result.pearson_r(None)),
         "top_k": result.top_k(top_k).astype(object).where(lambda f: f.notna(), None).to_dict("records"),
         "wall_time_s": timings,
         "versions": library_versions(),
@@ -182,4 +216,10 @@ def write_locate(result: LocateResult, directory: Path, info: dict[str, Any]) ->
     for label, res in (("activation", result.activation), ("attribution", result.attribution)):
         if res is not None:
             res.save(directory / label)
-    (directory / "result.json").write_text(json.dumps(info, indent=2, default=str))
+    (directory / "result.json").write_text(
+        json.dumps(json_safe(info), indent=2, default=str, allow_nan=False)
+    )
+
+
+def _finite_or_none(x: float | None) -> float | None:
+    return x if x is not None and np.isfinite(x) else None

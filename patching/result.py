@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from lens.errors import ToxlensError
-from lens.io import atomic_file
+from lens.io import atomic_file, json_safe
 
 FORMAT_VERSION = 1
 
@@ -155,7 +155,8 @@ class PatchResult:
         }
         atomic_file(out / "result.safetensors", lambda p: save_file(tensors, str(p)))
         atomic_file(
-            out / "result.json", lambda p: Path(p).write_text(json.dumps(header, indent=2, default=str))
+            out / "result.json",
+            lambda p: Path(p).write_text(json.dumps(json_safe(header), indent=2, default=str)),
         )
         return out
 

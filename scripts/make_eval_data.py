@@ -44,6 +44,7 @@ if str(ROOT) not in sys.path:
 
 from lens.errors import ToxlensError  # noqa: E402
 from lens.io import atomic_directory  # noqa: E402
+from lens.textfiles import read_csv_rows  # noqa: E402
 
 DEFAULT_CSV = ROOT.parent / "shared" / "data" / "davidson" / "labeled_data.csv"
 OFFENSIVE, NEITHER = "1", "2"
@@ -91,12 +92,12 @@ def clean_tweet(text: str) -> str:
 def read_rows(path: str | Path) -> list[dict[str, str]]:
     """Rows of the CSV (header ``tweet``, ``class`` required)."""
     p = Path(path)
-    with p.open(encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        missing = {"tweet", "class"} - set(reader.fieldnames or [])
-        if missing:
-            raise ToxlensError(f"{p}:1: missing column(s) {sorted(missing)}; header has {reader.fieldnames}")
-        return list(reader)
+    rows = read_csv_rows(p, "data file")  # BOM, encoding and unterminated quotes: one clear error
+    header = list(rows[0]) if rows else []
+    missing = {"tweet", "class"} - set(header)
+    if missing:
+        raise ToxlensError(f"{p}:1: missing column(s) {sorted(missing)}; header has {header}")
+    return rows
 
 
 def _eligible(rows: Iterable[Mapping[str, Any]], label: str, min_words: int) -> list[list[str]]:

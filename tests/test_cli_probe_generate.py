@@ -150,7 +150,10 @@ def test_probe_train_one_layer(
     out = tmp_path / "probe"
     code, stdout, err = run(train_args(model_dir, data_csv, out, "--layer", "1", "--pooling", "mean"), capsys)
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["probe.json", "probe.safetensors"]
+    assert sorted(p.name for p in out.iterdir() if p.name != ".toxlens-output") == [
+        "probe.json",
+        "probe.safetensors",
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["probe"]  # no staging leftovers
     meta = json.loads((out / "probe.json").read_text())
     assert set(meta) >= PROBE_JSON_KEYS
@@ -241,7 +244,11 @@ def test_probe_train_jsonl_limit_balance(
 
 
 def test_probe_train_all_layers_keeps_best(probe_dir: Path) -> None:
-    assert sorted(p.name for p in probe_dir.iterdir()) == ["layers.csv", "probe.json", "probe.safetensors"]
+    assert sorted(p.name for p in probe_dir.iterdir() if p.name != ".toxlens-output") == [
+        "layers.csv",
+        "probe.json",
+        "probe.safetensors",
+    ]
     with (probe_dir / "layers.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["layer", "accuracy", "auc", "n_train", "n_test"]

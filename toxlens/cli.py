@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lens.errors import ToxlensError
-from toxlens import cli_evaluate, cli_generate, cli_locate, cli_probe, cli_tokens
+from toxlens import cli_edit, cli_evaluate, cli_generate, cli_locate, cli_probe, cli_tokens
 
 # command name -> module with add_parser(sub) and run(args) -> int
 SUBCOMMANDS: dict[str, Any] = {
@@ -23,11 +23,15 @@ SUBCOMMANDS: dict[str, Any] = {
     "probe": cli_probe,
     "generate": cli_generate,
     "evaluate": cli_evaluate,
+    "edit": cli_edit,
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from toxlens.version import version
+
     parser = argparse.ArgumentParser(prog="toxlens", description="Locate and act on toxicity circuits.")
+    parser.add_argument("--version", action="version", version=f"toxlens {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in SUBCOMMANDS.values():
         module.add_parser(sub)
@@ -42,12 +46,15 @@ def commands() -> dict[str, Callable[[argparse.Namespace], int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lens.io import sigterm_as_interrupt
+
     args = build_parser().parse_args(argv)
     try:
         run = commands().get(args.command)
         if run is None:
             raise ToxlensError(f"unknown command {args.command!r}")
-        return int(run(args))
+        with sigterm_as_interrupt():  # SIGTERM cleans up like Ctrl-C: no partial output left behind
+            return int(run(args))
     except ToxlensError as err:
         print(f"toxlens: error: {err}", file=sys.stderr)
         return 2

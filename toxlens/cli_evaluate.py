@@ -4,18 +4,97 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
 
 from lens.errors import ToxlensError
+from toxlens.common import (
+    check_finite,
+    check_limit,
+    check_model_early,
+    check_seed,
+    check_steer_vector_spec,
+    parse_edit_params,
+)
 
 
 def _floats(text: str, flag: str) -> list[float]:
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError as err:
         raise ToxlensError(f"{flag} expects comma-separated numbers, got {text!r}") from err
+    bad = [v for v in values if not math.isfinite(v)]
+    if bad or not values:
+        raise ToxlensError(f"{flag} expects comma-separated finite numbers, got {text!r}")
+    return values
+
+
+def _check_plan(args: argparse.Namespace, names: list[str], scales: list[float]) -> None:
+    """Everything the conditions and the sweep need, checked before any file or model is read."""
+    from interventions.conditions import CONDITIONS, top_components
+
+    unknown = [n for n in names if n not in CONDITIONS]
+    if unknown or not names:
+        raise ToxlensError(
+            f"--conditions: unknown conditions {unknown or names}; expected a list among {list(CONDITIONS)}"
+        )
+    if len(set(names)) != len(names):
+        raise ToxlensError(f"--conditions lists a condition twice: {names}")
+    for flag in ("threshold", "safe_threshold", "correct_scale", "steer_scale", "temperature", "top_p"):
+        check_finite(getattr(args, flag), "--" + flag.replace("_", "-"))
+    if args.steer_vector is not None:
+        check_steer_vector_spec(args.steer_vector, args.probe)
+    has_vector = args.probe is not None or args.steer_vector is not None
+    needs = {
+        "ablate": [("--ablate-from LOCATE_DIR", args.ablate_from)],
+        "edit": [
+            ("--ablate-from LOCATE_DIR", args.ablate_from),
+            ("--probe DIR or --steer-vector", has_vector),
+        ],
+        "steer": [
+            ("--probe DIR or --steer-vector", has_vector),
+            ("--steer-layer L", args.steer_layer),
+            ("--steer-scale A", args.steer_scale),
+        ],
+        "rollback": [("--probe DIR", args.probe), ("--threshold T", args.threshold)],
+        "rollback+steer": [("--probe DIR", args.probe), ("--threshold T", args.threshold)],
+    }
+    for name in names:
+        for what, value in needs.get(name, []):
+            if value is None or value is False:
+                raise ToxlensError(f"condition {name!r} needs {what}")
+    if {"ablate", "edit"} & set(names):
+        top_components(args.ablate_from, args.top_k, args.ablate_kind)
+    _check_neuron_conditions(args, names)
+    if scales and (args.steer_layer is None or not has_vector):
+        raise ToxlensError("--sweep-scales needs --steer-layer and a vector (--probe or --steer-vector)")
+
+
+def _check_neuron_conditions(args: argparse.Namespace, names: list[str]) -> None:
+    """Edit-method conditions: a ranking directory of the right kind, known parameters, a monitor."""
+    from interventions.conditions import NEURON_CONDITIONS
+    from patching.neuron_result import NeuronRanking
+
+    args.edit_params = parse_edit_params(args.edit_param)
+    for name in names:
+        if name not in NEURON_CONDITIONS:
+            continue
+        base, _, rollback = name.partition("+")
+        where = (args.dampen_from if base.startswith("dampen") else args.edit_from) or (
+            args.edit_from or args.dampen_from
+        )
+        if where is None:
+            flag = "--dampen-from" if base.startswith("dampen") else "--edit-from"
+            raise ToxlensError(
+                f"condition {name!r} needs {flag} LOCATE_DIR (a `toxlens locate --texts` output)"
+            )
+        NeuronRanking.load(where)
+        if rollback and (args.probe is None or args.threshold is None):
+            raise ToxlensError(
+                f"condition {name!r} needs --probe DIR and --threshold T (the rollback monitor)"
+            )
 
 
 def add_parser(sub: Any) -> None:
@@ -33,7 +112,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--max-new-tokens", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--conditions", default="none", help="comma list among none,ablate,steer,edit,rollback,rollback+steer"
+        "--conditions",
+        default="none",
+        help="comma list among none,ablate,steer,edit,rollback,rollback+steer and the edit methods "
+        "dampen,dampen-random,surgery,project,subtract (each also as METHOD+rollback)",
     )
     p.add_argument(
         "--scorer",
@@ -58,6 +140,19 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--no-forbid", action="store_true", help="do not forbid the token that started a discarded span"
+    )
+    p.add_argument(
+        "--dampen-from", default=None, help="locate --texts directory (dampen, dampen-random conditions)"
+    )
+    p.add_argument(
+        "--edit-from", default=None, help="locate --texts directory (surgery, project, subtract conditions)"
+    )
+    p.add_argument(
+        "--edit-param",
+        action="append",
+        default=None,
+        metavar="METHOD.KEY=VALUE",
+        help="override an edit method's parameter, e.g. dampen.min_auroc=0.6 (repeatable)",
     )
     p.add_argument("--ablate-from", default=None, help="locate output directory (ablate / edit conditions)")
     p.add_argument("--top-k", type=int, default=10, help="components taken from --ablate-from")
@@ -97,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
     from lens.textfiles import read_prompts, read_text_source
 
     names = [c.strip() for c in args.conditions.split(",") if c.strip()]
-    scales = _floats(args.sweep_scales, "--sweep-scales") if args.sweep_scales else []
+    scales = _floats(args.sweep_scales, "--sweep-scales") if args.sweep_scales is not None else []
     for flag, v in (
         ("--samples", args.samples),
         ("--max-new-tokens", args.max_new_tokens),
@@ -105,10 +200,22 @@ def run(args: argparse.Namespace) -> int:
     ):
         if v < 1:
             raise ToxlensError(f"{flag} must be >= 1, got {v}")
+    check_limit(args.limit_prompts, "--limit-prompts")
+    check_limit(args.limit_perplexity, "--limit-perplexity")
+    _check_plan(args, names, scales)
+    inputs = [args.model, args.prompts, args.perplexity_text, args.probe, args.ablate_from, args.steer_vector]
+    inputs += [args.dampen_from, args.edit_from]
+    check_output_dir(Path(args.out), args.overwrite, inputs)
     prompts = read_prompts(args.prompts)[: args.limit_prompts]
+    check_seed(args.seed, len(prompts) * args.samples)
     ppl_texts = read_text_source(args.perplexity_text, args.limit_perplexity) if args.perplexity_text else []
+    if "ablate" in names and args.ablate_mode != "zero" and not ppl_texts:
+        raise ToxlensError(
+            "condition 'ablate' with --ablate-mode mean needs --perplexity-text (its first 32 texts are "
+            "the reference the means are taken over)"
+        )
     probe = Probe.load(args.probe) if args.probe else None
-    monitored = [n for n in names if n.startswith("rollback")]
+    monitored = [n for n in names if "rollback" in n.split("+")]
     if monitored and probe is not None and probe.monitor_refusal() is not None:
         raise ToxlensError(
             f"--probe {args.probe!r} cannot monitor generation (conditions {','.join(monitored)}): "
@@ -132,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
         steer_layer=args.correct_layer,
         forbid_token=not args.no_forbid,
     )
-    check_output_dir(Path(args.out), args.overwrite)
+    check_model_early(args, {"--steer-layer": args.steer_layer, "--correct-layer": args.correct_layer})
     t0 = time.perf_counter()
     model = load_model(args.model, args.device, args.dtype)
     if args.steer_vector == "probe" and probe is None:
@@ -154,6 +261,9 @@ def run(args: argparse.Namespace) -> int:
         steer_vector=vector,
         steer_layer=args.steer_layer,
         steer_scale=args.steer_scale,
+        dampen_from=args.dampen_from,
+        edit_from=args.edit_from,
+        edit_params=args.edit_params,
     )
     common: dict[str, Any] = {
         "samples": args.samples,
@@ -180,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
         probe=None if probe is None else {"layer": probe.layer, "hook": probe.hook, **probe.metadata},
         wall_time_s=time.perf_counter() - t0,
     )
-    with atomic_directory(args.out, args.overwrite) as stage:
+    with atomic_directory(args.out, args.overwrite, inputs) as stage:
         result.write(stage)
         if sweep is not None:
             sweep.to_csv(stage / "sweep.csv", index=False)

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 from lens.errors import ToxlensError
-from toxlens.common import model_args
+from toxlens.common import (
+    check_finite,
+    check_model_early,
+    check_seed,
+    check_steer_vector_spec,
+    model_args,
+)
 
-VALUE_VECTOR = re.compile(r"^L\d+\.mlp:\d+$")
 ON_BUDGET_CHOICES = ("stop", "continue")
 STEER_POSITION_CHOICES = ("prompt", "generated", "all")
 STEER_SITE_CHOICES = ("resid_pre", "resid_post")
@@ -139,6 +143,9 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ToxlensError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     if args.batch_size < 1:
         raise ToxlensError(f"--batch-size must be >= 1, got {args.batch_size}")
+    check_seed(args.seed, len(args.prompt))
+    for flag in ("temperature", "top_p", "threshold", "safe_threshold", "correct_scale", "steer_scale"):
+        check_finite(getattr(args, flag), "--" + flag.replace("_", "-"))
     if args.threshold is None:
         extra = _given(args, ROLLBACK_FLAGS) + (["--no-forbid"] if args.no_forbid else [])
         if extra:
@@ -167,18 +174,7 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ToxlensError(
             f"unknown --steer-site {args.steer_site!r}; expected one of {list(STEER_SITE_CHOICES)}"
         )
-    v = args.steer_vector
-    if v == "probe":
-        if args.probe is None:
-            raise ToxlensError("--steer-vector probe needs --probe DIR (whose direction is the vector)")
-    elif v.endswith(".safetensors"):
-        if not Path(v).is_file():
-            raise ToxlensError(f"steering vector file {v!r} does not exist")
-    elif not VALUE_VECTOR.match(v):
-        raise ToxlensError(
-            f"unknown --steer-vector {v!r}; expected 'probe', a FILE.safetensors, or L<layer>.mlp:<neuron> "
-            "(e.g. L7.mlp:123)"
-        )
+    check_steer_vector_spec(args.steer_vector, args.probe)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -215,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
     from interventions.generate import generate
     from lens.loading import load_model
 
+    check_model_early(args, {"--steer-layer": args.steer_layer, "--correct-layer": args.correct_layer})
     model = load_model(args.model, args.device, args.dtype)
     if probe is not None and probe.weight.shape[0] != model.info.d_model:
         raise ToxlensError(

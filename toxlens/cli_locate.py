@@ -15,7 +15,9 @@ from toxlens.common import model_args, token_args
 def add_parser(sub: Any) -> None:
     loc = sub.add_parser("locate", help="rank every attention head and MLP by its toxic effect")
     model_args(loc)
-    loc.add_argument("--pairs", required=True, help='JSONL contrast pairs: {"toxic": ..., "benign": ...}')
+    loc.add_argument(
+        "--pairs", default=None, help='JSONL contrast pairs: {"toxic": ..., "benign": ...} (or --texts)'
+    )
     token_args(loc)
     loc.add_argument("--method", default="both", choices=["attribution", "activation", "both"])
     loc.add_argument(
@@ -31,13 +33,24 @@ def add_parser(sub: Any) -> None:
     loc.add_argument("--out", required=True, help="output directory (written atomically)")
     loc.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     loc.add_argument("--no-progress", action="store_true")
+    from toxlens.cli_locate_texts import add_text_args
+
+    add_text_args(loc)
 
 
 def run(args: argparse.Namespace) -> int:
-    from lens.io import atomic_directory, check_output_dir
-    from lens.loading import load_model
+    if (args.pairs is None) == (args.texts is None):
+        raise ToxlensError(
+            "locate needs exactly one of --pairs FILE (contrast pairs) or --texts FILE (labelled texts)"
+        )
+    if args.texts is not None:
+        from toxlens.cli_locate_texts import run_texts
+
+        return run_texts(args)
+    from lens.io import atomic_directory, check_output_dir, json_safe
+    from lens.loading import check_model_spec, load_model, resolve_device
     from lens.metrics import ToxicLogMass, logit_diff_from_pairs
-    from lens.prompts import load_pairs
+    from lens.prompts import check_pair_lines, load_pairs, read_pair_lines
     from lens.tokens import read_words, toxic_token_set
     from patching.locate import locate, summary, write_locate
 
@@ -45,11 +58,25 @@ def run(args: argparse.Namespace) -> int:
         raise ToxlensError(f"--top-k must be >= 1, got {args.top_k}")
     if args.batch_size < 1:
         raise ToxlensError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if not Path(args.pairs).is_file():
-        raise ToxlensError(f"pairs file {args.pairs!r} does not exist")
+    objs = check_pair_lines(read_pair_lines(args.pairs), args.pairs)
+    if args.metric == "logit-diff":
+        for number, obj in objs:
+            where = f"{args.pairs}, line {number}"
+            if "toxic_target" not in obj or "benign_target" not in obj:
+                raise ToxlensError(
+                    f"{where}: --metric logit-diff needs fields 'toxic_target' and 'benign_target'"
+                )
+            if obj["toxic_target"] == obj["benign_target"]:
+                raise ToxlensError(
+                    f"{where}: toxic_target and benign_target are both {obj['toxic_target']!r}; "
+                    "expected two different tokens (the logit difference would be 0)"
+                )
     if args.toxic_words is not None:
         read_words(args.toxic_words)
-    check_output_dir(Path(args.out), args.overwrite)
+    inputs = [args.pairs, args.toxic_words, args.model]
+    check_output_dir(Path(args.out), args.overwrite, inputs)
+    check_model_spec(args.model)
+    resolve_device(args.device)
     timings: dict[str, float] = {}
     t_all = t0 = time.perf_counter()
     model = load_model(args.model, args.device, args.dtype)
@@ -64,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     timings["prepare_inputs_s"] = time.perf_counter() - t0
     result = locate(model, pairs, metric, args.method, args.batch_size, progress=not args.no_progress)
     timings.update(result.timings)
-    with atomic_directory(args.out, args.overwrite) as stage:
+    with atomic_directory(args.out, args.overwrite, inputs) as stage:
         t0 = time.perf_counter()
         write_locate(result, stage, {})
         from figures.render import render
@@ -73,11 +100,13 @@ def run(args: argparse.Namespace) -> int:
         timings["write_outputs_s"] = time.perf_counter() - t0
         timings["total_s"] = time.perf_counter() - t_all
         info = summary(result, model, pairs, metric, args.top_k, timings)
-        (stage / "result.json").write_text(json.dumps(info, indent=2, default=str))
+        (stage / "result.json").write_text(
+            json.dumps(json_safe(info), indent=2, default=str, allow_nan=False)
+        )
     top = result.top_k(args.top_k)
     print(f"top {args.top_k} components ({'activation' if result.activation else 'attribution'} score):")
     print(top.to_string(index=False))
-    if info["pearson_r_heads"] is not None:
+    if info["pearson_r_heads"] is not None and info["pearson_r_all"] is not None:
         print(
             f"attribution vs activation Pearson r: heads {info['pearson_r_heads']:.3f}, "
             f"all components {info['pearson_r_all']:.3f}"

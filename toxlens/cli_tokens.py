@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
-from lens.errors import ToxlensError
 from toxlens.common import model_args, token_args
 
 
@@ -19,11 +17,13 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lens.loading import load_model
-    from lens.tokens import toxic_token_set
+    from lens.loading import check_model_spec, load_model, resolve_device
+    from lens.tokens import read_words, toxic_token_set
 
-    if args.toxic_words is not None and not Path(args.toxic_words).is_file():
-        raise ToxlensError(f"toxic word file {args.toxic_words!r} does not exist")
+    if args.toxic_words is not None:
+        read_words(args.toxic_words)
+    check_model_spec(args.model)
+    resolve_device(args.device)
     model = load_model(args.model, args.device, args.dtype)
     tokens = toxic_token_set(model.tokenizer, args.toxic_words, args.multi_token)
     rows = [

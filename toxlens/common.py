@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
+import re
 from pathlib import Path
+from typing import Any
+
+from lens.errors import ToxlensError
 
 
 def model_args(p: argparse.ArgumentParser) -> None:
@@ -38,3 +43,110 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def select_rows(labels: list[int], limit: int | None, balance: bool, seed: int) -> list[int]:
+    """Row indices (in file order) to use: with ``balance`` every row of the minority class and a seeded
+    random subset of the majority class of the same size; then, with ``limit``, a seeded random subset of
+    at most ``limit`` rows (half of each class when balanced)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    pos = [i for i, v in enumerate(labels) if v == 1]
+    neg = [i for i, v in enumerate(labels) if v == 0]
+
+    def pick(rows: list[int], k: int) -> list[int]:
+        return [rows[j] for j in torch.randperm(len(rows), generator=gen)[:k].tolist()]
+
+    if balance:
+        n = min(len(pos), len(neg))
+        if limit is not None:
+            n = min(n, limit // 2)
+        return sorted(pick(pos, n) + pick(neg, n))
+    rows = list(range(len(labels)))
+    return sorted(pick(rows, limit)) if limit is not None and limit < len(rows) else rows
+
+
+SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes at most 64 bits
+
+
+def check_seed(seed: int, streams: int = 1, flag: str = "--seed") -> None:
+    """``seed`` .. ``seed + streams - 1`` must all be valid 64-bit generator seeds."""
+    if seed < 0 or seed + max(streams, 1) - 1 > SEED_MAX:
+        raise ToxlensError(
+            f"{flag} must be in [0, {SEED_MAX - max(streams, 1) + 1}] (64-bit seeds, one per sample), got {seed}"
+        )
+
+
+def check_model_early(args: argparse.Namespace, layers: dict[str, int | None] | None = None) -> None:
+    """Check --model, --device and layer flags before the model is loaded (no weights are read).
+
+    A layer must be >= 0 and, when the number of layers can be read from a local config.json,
+    below it.
+    """
+    from lens.loading import check_model_spec, peek_n_layers, resolve_device
+
+    check_model_spec(args.model)
+    resolve_device(args.device)
+    n_layers = peek_n_layers(args.model)
+    for flag, layer in (layers or {}).items():
+        if layer is None:
+            continue
+        if layer < 0 or (n_layers is not None and layer >= n_layers):
+            bound = f"[0, {n_layers})" if n_layers is not None else ">= 0"
+            raise ToxlensError(
+                f"{flag} (a steering layer) must be in {bound} for model {args.model!r}, got {layer}"
+            )
+
+
+def check_limit(value: int | None, flag: str) -> None:
+    if value is not None and value < 1:
+        raise ToxlensError(f"{flag} must be >= 1 (omit it to use every item), got {value}")
+
+
+VALUE_VECTOR = re.compile(r"^L\d+\.mlp:\d+$")
+
+
+def check_steer_vector_spec(spec: str, probe: str | None) -> None:
+    """A ``--steer-vector`` is ``probe`` (with ``--probe``), an existing FILE.safetensors or L<layer>.mlp:<n>."""
+    if spec == "probe":
+        if probe is None:
+            raise ToxlensError("--steer-vector probe needs --probe DIR (whose direction is the vector)")
+    elif spec.endswith(".safetensors"):
+        if not Path(spec).is_file():
+            raise ToxlensError(f"steering vector file {spec!r} does not exist")
+    elif not VALUE_VECTOR.match(spec):
+        raise ToxlensError(
+            f"unknown --steer-vector {spec!r}; expected 'probe', a FILE.safetensors, or L<layer>.mlp:<neuron> "
+            "(e.g. L7.mlp:123)"
+        )
+
+
+def check_finite(value: float | None, flag: str) -> None:
+    if value is not None and not math.isfinite(value):
+        raise ToxlensError(f"{flag} must be a finite number, got {value}")
+
+
+def parse_edit_params(items: list[str] | None) -> dict[str, dict[str, Any]]:
+    """``--edit-param METHOD.KEY=VALUE`` (repeatable; VALUE is JSON, e.g. ``0.6`` or ``[10,11]``, else a
+    string) → ``{method: {key: value}}``, checked against the edit registry's parameters."""
+    import json
+
+    from interventions.edit_methods import get_method
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items or []:
+        head, eq, raw = item.partition("=")
+        method, dot, key = head.partition(".")
+        if not eq or not dot or not method or not key:
+            raise ToxlensError(
+                f"--edit-param expects METHOD.KEY=VALUE (e.g. dampen.min_auroc=0.6), got {item!r}"
+            )
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.setdefault(method, {})[key] = value
+    for method, params in out.items():
+        get_method(method).resolve(params)
+    return out

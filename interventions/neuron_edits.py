@@ -1,0 +1,240 @@
+"""Edits built from a :class:`~patching.neuron_result.NeuronRanking` (``toxlens locate --texts``).
+
+Weight edits are folded into the parameters (no run-time cost, exportable); each saves the tensors it
+touches and restores them bit-identically on undo, and records ``edit.n_changed`` (parameter entries
+whose value changed) and ``edit.n_units`` (neurons / rows / layers edited):
+
+* :func:`dampen` — AurA (Suau et al. 2024): every neuron with AUROC > ``min_auroc`` (0.5) gets
+  ``α = 1 − 2·(AUROC − 0.5)``; multiplying its activation by α is folded into its value vector
+  (row ``i`` of the output weight). :func:`random_alphas` makes the control: within each layer the same
+  α values given to randomly permuted neurons (same count per layer, same α multiset).
+* :func:`surgery` — Model Surgery (Wang et al. 2024): in each edited layer, the ``k`` input rows (GPT-2
+  ``W_in``, gated MLPs ``W_gate``) whose effective row ``W_i ⊙ γ`` (γ: the MLP's input-norm weight) is
+  most aligned with the probe direction θ are shifted ``W_i ← W_i − α·‖W_i‖·θ``: those neurons are
+  driven down when the toxic direction is present.
+* :func:`project` — ProFS-style (Uppaal et al. 2025): the toxic subspace ``P_l`` of what MLP ``l``
+  writes (top right-singular vectors of toxic-minus-non-toxic mean MLP outputs, stored in the ranking)
+  is projected out of its value vectors: ``W_out ← W_out (I − P_lᵀP_l)`` (and its bias, if any).
+
+:func:`subtract` (Lee et al. 2024) is a hook edit: the value vector(s) most aligned with the probe
+(``cos_probe``) are subtracted, ``scale ×`` each, from the MLP output of their layer at every position
+during generation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from interventions.edits import Edit, _hook_edit
+from lens.errors import ToxlensError
+from lens.hooks import mlp_out_name
+from lens.model import LensModel
+from lens.weights import MLPWeights, mlp_weights
+from patching.neuron_result import NeuronRanking
+
+
+def _layers(model: LensModel, layers: Sequence[int] | None, default: Sequence[int]) -> list[int]:
+    out = list(default) if layers is None else [int(x) for x in layers]
+    bad = [x for x in out if not 0 <= x < model.n_layers]
+    if not out or bad or len(set(out)) != len(out):
+        raise ToxlensError(f"layers must be distinct ints in [0, {model.n_layers}), got {layers!r}")
+    return out
+
+
+def check_ranking(model: LensModel, ranking: NeuronRanking) -> None:
+    """Refuse a ranking made on a model of another shape (layers, neurons, d_model, vocabulary)."""
+    if not isinstance(ranking, NeuronRanking):
+        raise ToxlensError(f"expected a NeuronRanking (toxlens locate --texts), got {type(ranking).__name__}")
+    d_mlp = mlp_weights(model, 0).d_mlp
+    if ranking.n_layers != model.n_layers or ranking.d_mlp != d_mlp:
+        raise ToxlensError(
+            f"the neuron ranking is for {ranking.n_layers} layers × {ranking.d_mlp} neurons "
+            f"({ranking.metadata.get('spec')!r}); this model has {model.n_layers} × {d_mlp} ({model.spec!r})"
+        )
+    made = ranking.metadata.get("model", {})
+    for key in ("d_model", "d_vocab", "n_heads"):
+        if key in made and made[key] != getattr(model.info, key):
+            raise ToxlensError(
+                f"the neuron ranking is for a model with {key}={made[key]} ({ranking.metadata.get('spec')!r}); "
+                f"this model has {key}={getattr(model.info, key)} ({model.spec!r})"
+            )
+
+
+def weight_edit(
+    model: LensModel,
+    description: str,
+    params: Sequence[nn.Parameter],
+    mutate: Callable[[], None],
+    n_units: int,
+) -> Edit:
+    """Run ``mutate()`` (in-place, no grad) on ``params``; undo copies the saved originals back.
+
+    A NaN/inf produced by the edit restores the weights and raises."""
+    unique = list({id(p): p for p in params}.values())
+    saved = [p.detach().clone() for p in unique]
+
+    @torch.no_grad()
+    def restore() -> None:
+        for p, s in zip(unique, saved):
+            p.copy_(s)
+
+    try:
+        with torch.no_grad():
+            mutate()
+        bad = [i for i, p in enumerate(unique) if not torch.isfinite(p).all()]
+        if bad:
+            raise ToxlensError(f"{description}: the edit produced NaN/inf weights; expected finite values")
+    except BaseException:
+        restore()
+        raise
+    edit = Edit(model, description, restore, unique)
+    edit.n_changed = int(sum(int((p != s).sum()) for p, s in zip(unique, saved)))
+    edit.n_units = n_units
+    return edit
+
+
+# -- dampen (AurA) -----------------------------------------------------------------------------------
+def aura_alphas(
+    ranking: NeuronRanking, min_auroc: float = 0.5, layers: Sequence[int] | None = None
+) -> Float[Tensor, "layer d_mlp"]:
+    """AurA's factors: ``1 − 2·(AUROC − 0.5)`` where AUROC > ``min_auroc`` (in ``layers``), else 1."""
+    if not 0.5 <= float(min_auroc) < 1:
+        raise ToxlensError(f"min_auroc must be in [0.5, 1), got {min_auroc!r}")
+    auroc = ranking.neuron_auroc.double()
+    alpha = torch.where(auroc > min_auroc, 1 - 2 * (auroc - 0.5), torch.ones_like(auroc))
+    if layers is not None:
+        keep = torch.zeros(ranking.n_layers, dtype=torch.bool)
+        keep[list(layers)] = True
+        alpha[~keep] = 1.0
+    return alpha.float()
+
+
+def random_alphas(alpha: Float[Tensor, "layer d_mlp"], seed: int = 0) -> Float[Tensor, "layer d_mlp"]:
+    """The control: in each layer, the same α values on a random permutation of the neurons."""
+    gen = torch.Generator().manual_seed(int(seed))
+    return torch.stack([row[torch.randperm(row.numel(), generator=gen)] for row in alpha])
+
+
+def dampen(
+    model: LensModel, alpha: Float[Tensor, "layer d_mlp"] | NeuronRanking, label: str = "dampen"
+) -> Edit:
+    """Multiply neuron ``(l, i)``'s activation by ``alpha[l, i]``, folded into its value vector."""
+    if isinstance(alpha, NeuronRanking):
+        check_ranking(model, alpha)
+        alpha = aura_alphas(alpha)
+    d_mlp = mlp_weights(model, 0).d_mlp
+    if not isinstance(alpha, Tensor) or alpha.shape != (model.n_layers, d_mlp):
+        shape = tuple(alpha.shape) if isinstance(alpha, Tensor) else type(alpha).__name__
+        raise ToxlensError(f"alpha must have shape ({model.n_layers}, {d_mlp}) (layer, neuron), got {shape}")
+    if not torch.isfinite(alpha).all():
+        raise ToxlensError("alpha has NaN/inf entries; expected finite factors")
+    mlps = {la: mlp_weights(model, la) for la in range(model.n_layers) if (alpha[la] != 1).any()}
+    params = [p for la in mlps for p in mlps[la].out_params]
+
+    def mutate() -> None:
+        for la, w in mlps.items():
+            w.out.mul_(alpha[la].to(w.out)[:, None])
+
+    n = int((alpha != 1).sum())
+    return weight_edit(model, f"{label}({n} neurons in {len(mlps)} layers)", params, mutate, n)
+
+
+# -- surgery -----------------------------------------------------------------------------------------
+def surgery(
+    model: LensModel,
+    ranking: NeuronRanking,
+    k: int = 32,
+    alpha: float = 1.0,
+    layers: Sequence[int] | None = None,
+) -> Edit:
+    """Shift the ``k`` input rows per layer most aligned with the probe direction (module docstring)."""
+    check_ranking(model, ranking)
+    layers = _layers(model, layers, range(model.n_layers))
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ToxlensError(f"k must be an int >= 1, got {k!r}")
+    a = float(alpha)
+    theta = ranking.probe_direction.float()
+    mlps = {la: mlp_weights(model, la) for la in layers}
+    if k > mlps[layers[0]].d_mlp:
+        raise ToxlensError(f"k must be <= d_mlp={mlps[layers[0]].d_mlp}, got {k}")
+    params = [p for la in layers for p in mlps[la].params]
+
+    def mutate() -> None:
+        for la in layers:
+            w = mlps[la]
+            row = w.inputs[0]  # W_gate for gated MLPs, W_in for GPT-2
+            gamma = _mlp_norm_weight(model, la, row)
+            t = theta.to(row)
+            eff = row * gamma if gamma is not None else row
+            cos = torch.nn.functional.cosine_similarity(eff, t[None], dim=-1)
+            top = cos.topk(k).indices
+            row[top] -= a * row[top].norm(dim=-1, keepdim=True) * t[None]
+
+    return weight_edit(
+        model, f"surgery(k={k}/layer, alpha={a:g}, {len(layers)} layers)", params, mutate, k * len(layers)
+    )
+
+
+def _mlp_norm_weight(model: LensModel, layer: int, like: Tensor) -> Tensor | None:
+    norm = getattr(getattr(model.blocks[layer], "ln2", None), "original_component", None)
+    gamma = getattr(norm, "weight", None)
+    return gamma.detach().to(like) if isinstance(gamma, Tensor) else None
+
+
+# -- project (ProFS-style) ---------------------------------------------------------------------------
+def project(
+    model: LensModel, ranking: NeuronRanking, rank: int = 2, layers: Sequence[int] | None = None
+) -> Edit:
+    """Project each edited layer's toxic subspace out of its value vectors (module docstring)."""
+    check_ranking(model, ranking)
+    sub = ranking.toxic_subspace
+    if sub is None:
+        raise ToxlensError("the neuron ranking has no toxic subspace (re-run toxlens locate --texts)")
+    layers = _layers(model, layers, range(model.n_layers // 2, model.n_layers))
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= sub.shape[1]:
+        raise ToxlensError(f"rank must be an int in [1, {sub.shape[1]}], got {rank!r}")
+    mlps: dict[int, MLPWeights] = {la: mlp_weights(model, la) for la in layers}
+    params = [p for la in layers for p in mlps[la].out_params]
+
+    def mutate() -> None:
+        for la in layers:
+            w = mlps[la]
+            basis = sub[la, :rank].double().to(w.out.device)  # [rank, d_model], orthonormal rows
+            out64 = w.out.double()
+            w.out.copy_((out64 - (out64 @ basis.T) @ basis).to(w.out.dtype))
+            if w.out_bias is not None:
+                b64 = w.out_bias.double()
+                w.out_bias.copy_((b64 - (b64 @ basis.T) @ basis).to(w.out_bias.dtype))
+
+    return weight_edit(model, f"project(rank={rank}, {len(layers)} layers)", params, mutate, len(layers))
+
+
+# -- subtract (hook) ---------------------------------------------------------------------------------
+def subtract(model: LensModel, ranking: NeuronRanking, n_neurons: int = 1, scale: float = 10.0) -> Edit:
+    """Subtract ``scale ×`` the value vectors of the ``n_neurons`` neurons most aligned with the probe
+    (``cos_probe``) from their layer's MLP output, at every position (a hook edit)."""
+    check_ranking(model, ranking)
+    if isinstance(n_neurons, bool) or not isinstance(n_neurons, int) or n_neurons < 1:
+        raise ToxlensError(f"n_neurons must be an int >= 1, got {n_neurons!r}")
+    s = float(scale)
+    if not torch.isfinite(torch.tensor(s)):
+        raise ToxlensError(f"scale must be finite, got {scale!r}")
+    flat = ranking.cos_probe.flatten().topk(n_neurons).indices
+    chosen = [(int(i) // ranking.d_mlp, int(i) % ranking.d_mlp) for i in flat]
+    by_layer: dict[int, Tensor] = {}
+    for la, n in chosen:
+        v = mlp_weights(model, la).out[n].detach().clone()
+        by_layer[la] = by_layer.get(la, torch.zeros_like(v)) + s * v
+
+    def hook_for(vec: Tensor) -> Callable[[Tensor], Tensor]:
+        return lambda x: x - vec.to(x)
+
+    hooks = [(mlp_out_name(la), hook_for(v)) for la, v in by_layer.items()]
+    names = ", ".join(f"L{la}.mlp.n{n}" for la, n in chosen)
+    edit = _hook_edit(model, f"subtract({names}, scale={s:g})", hooks)
+    edit.n_changed, edit.n_units = 0, len(chosen)
+    return edit

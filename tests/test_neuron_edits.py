@@ -1,0 +1,194 @@
+"""Neuron-level edits (dampen, its random control, surgery, project, subtract): each checked against the
+untouched HF reference edited by hand or through raw torch hooks; restores are bit-identical."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from test_edits import assert_params_equal, fwd_hook, snapshot
+from test_neurons import LABELS, TEXTS, out_proj
+from tiny import tiny
+from torch import Tensor
+
+from interventions.edit_methods import EDIT_METHODS, get_method
+from interventions.neuron_edits import aura_alphas, dampen, project, random_alphas, subtract, surgery
+from lens.errors import ToxlensError
+from lens.hooks import count_hooks
+from lens.model import LensModel
+from lens.weights import mlp_weights
+from patching.neuron_result import NeuronRanking
+from patching.neurons import rank_from_texts
+
+KINDS = ["gpt2", "llama"]
+PROMPT = "the cat is very red and you are a jerk"
+
+
+@pytest.fixture(params=KINDS)
+def setup(request: pytest.FixtureRequest, tmp_path: Any) -> tuple[LensModel, Any, str, NeuronRanking]:
+    model, ref = tiny(request.param, tmp_path)
+    ranking = rank_from_texts(model, TEXTS, LABELS, n_attribution=0, subspace_rank=3)
+    return model, ref, request.param, ranking
+
+
+def logits(model: LensModel) -> Tensor:
+    with torch.no_grad():
+        out: Tensor = model.bridge(torch.tensor([model.tokenize(PROMPT)]))
+    return out
+
+
+def ref_logits(ref: Any, model: LensModel) -> Tensor:
+    with torch.no_grad():
+        out: Tensor = ref(torch.tensor([model.tokenize(PROMPT)])).logits
+    return out
+
+
+def test_aura_alphas_follow_the_formula(setup: Any) -> None:
+    _, _, _, r = setup
+    a = aura_alphas(r)
+    au = r.neuron_auroc
+    on = au > 0.5
+    torch.testing.assert_close(a[on], (1 - 2 * (au[on].double() - 0.5)).float())
+    assert torch.all(a[~on] == 1)
+    only = aura_alphas(r, 0.5, layers=[1])
+    assert torch.all(only[[0, 2]] == 1) and torch.equal(only[1], a[1])
+    with pytest.raises(ToxlensError, match="min_auroc"):
+        aura_alphas(r, 0.4)
+
+
+def test_random_alphas_keep_each_layers_values() -> None:
+    a = torch.rand(3, 50)
+    a[a < 0.5] = 1.0
+    b = random_alphas(a, seed=3)
+    for la in range(3):
+        assert torch.equal(a[la].sort().values, b[la].sort().values)
+        assert (b[la] != 1).sum() == (a[la] != 1).sum()
+    assert not torch.equal(a, b) and torch.equal(b, random_alphas(a, seed=3))
+
+
+def test_dampen_equals_scaling_the_neurons_in_the_reference(setup: Any) -> None:
+    model, ref, kind, r = setup
+    alpha = aura_alphas(r)
+    before = snapshot(model)
+    hooks_before = count_hooks(model.bridge)
+    with dampen(model, alpha) as edit:
+        got = logits(model)
+        assert count_hooks(model.bridge) == hooks_before  # folded into weights, no hook
+        assert edit.n_units == int((alpha != 1).sum())
+        assert edit.n_changed == int((alpha != 1).sum()) * model.info.d_model
+    # independent reference: multiply each neuron's activation before the output projection
+    handles = [
+        out_proj(ref, kind, la).register_forward_pre_hook(
+            lambda _m, args, la=la: (args[0] * alpha[la].to(args[0]),)
+        )
+        for la in range(model.n_layers)
+    ]
+    try:
+        expect = ref_logits(ref, model)
+    finally:
+        for h in handles:
+            h.remove()
+    torch.testing.assert_close(got, expect, atol=1e-4, rtol=0)
+    assert_params_equal(model, before)
+
+
+def test_surgery_shifts_the_most_aligned_rows(setup: Any) -> None:
+    model, ref, kind, r = setup
+    before = snapshot(model)
+    with surgery(model, r, k=4, alpha=0.5, layers=[0, 2]) as edit:
+        assert edit.n_units == 8
+        assert edit.n_changed == 8 * model.info.d_model
+        w0 = mlp_weights(model, 0).inputs[0].detach().clone()
+        changed = (w0 != mlp_weights(model, 0).inputs[0]).any(-1)
+        del changed
+    assert_params_equal(model, before)
+    # by hand on the reference: rows ranked by cosine of W_i ⊙ γ with θ, shifted by −α‖W_i‖θ
+    theta = r.probe_direction
+    w = mlp_weights(model, 0).inputs[0].detach().clone()
+    ln = ref.transformer.h[0].ln_2 if kind == "gpt2" else ref.model.layers[0].post_attention_layernorm
+    cos = torch.nn.functional.cosine_similarity(w * ln.weight.detach(), theta[None], dim=-1)
+    top = cos.topk(4).indices
+    w[top] -= 0.5 * w[top].norm(dim=-1, keepdim=True) * theta[None]
+    with surgery(model, r, k=4, alpha=0.5, layers=[0, 2]):
+        torch.testing.assert_close(mlp_weights(model, 0).inputs[0].detach(), w)
+
+
+def test_project_removes_the_subspace_from_mlp_outputs(setup: Any) -> None:
+    model, ref, kind, r = setup
+    before = snapshot(model)
+    basis = r.toxic_subspace
+    with project(model, r, rank=2, layers=[1, 2]) as edit:
+        got = logits(model)
+        assert edit.n_units == 2
+    assert_params_equal(model, before)
+
+    def remove(la: int) -> Any:
+        b = basis[la, :2]
+        return lambda out: out - (out @ b.T) @ b
+
+    mods = [ref.transformer.h[la].mlp if kind == "gpt2" else ref.model.layers[la].mlp for la in (1, 2)]
+    with fwd_hook(mods[0], remove(1)), fwd_hook(mods[1], remove(2)):
+        expect = ref_logits(ref, model)
+    torch.testing.assert_close(got, expect, atol=1e-4, rtol=0)
+    with pytest.raises(ToxlensError, match="rank"):
+        project(model, r, rank=4)
+
+
+def test_subtract_removes_value_vectors_during_the_forward(setup: Any) -> None:
+    model, ref, kind, r = setup
+    flat = r.cos_probe.flatten().topk(2).indices.tolist()
+    chosen = [(i // r.d_mlp, i % r.d_mlp) for i in flat]
+    hooks_before = count_hooks(model.bridge)
+    with subtract(model, r, n_neurons=2, scale=3.0) as edit:
+        got = logits(model)
+        assert edit.n_changed == 0 and edit.n_units == 2
+    assert count_hooks(model.bridge) == hooks_before
+    vecs = {la: torch.zeros(model.info.d_model) for la, _ in chosen}
+    for la, n in chosen:
+        vecs[la] += 3.0 * mlp_weights(model, la).out[n].detach()
+    mods = {la: ref.transformer.h[la].mlp if kind == "gpt2" else ref.model.layers[la].mlp for la in vecs}
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        for la, v in vecs.items():
+            stack.enter_context(fwd_hook(mods[la], lambda out, v=v: out - v))
+        expect = ref_logits(ref, model)
+    torch.testing.assert_close(got, expect, atol=1e-4, rtol=0)
+
+
+def test_registry_builds_every_method_and_validates_params(setup: Any) -> None:
+    model, _, _, r = setup
+    before = snapshot(model)
+    assert set(EDIT_METHODS) == {"dampen", "dampen-random", "surgery", "project", "subtract"}
+    for name, method in EDIT_METHODS.items():
+        with method(model, r) as edit:
+            assert edit.active
+            assert torch.isfinite(logits(model)).all(), name
+        assert_params_equal(model, before)
+    assert get_method("dampen").resolve({"min_auroc": 0.6})["min_auroc"] == 0.6
+    with pytest.raises(ToxlensError, match="no parameter"):
+        get_method("dampen").resolve({"alpha": 2})
+    with pytest.raises(ToxlensError, match="expected int"):
+        get_method("surgery").resolve({"k": "many"})
+    with pytest.raises(ToxlensError, match="unknown edit method"):
+        get_method("ablate-neurons")
+
+
+def test_edits_refuse_a_ranking_of_another_model_and_nan(setup: Any, tmp_path: Any) -> None:
+    model, _, kind, r = setup
+    other, _ = tiny("llama" if kind == "gpt2" else "gpt2", tmp_path / "o")
+    before = snapshot(other)
+    for method in EDIT_METHODS.values():
+        with pytest.raises(ToxlensError, match="neuron ranking is for"):
+            method(other, r)
+    assert_params_equal(other, before)
+    before = snapshot(model)
+    with pytest.raises(ToxlensError, match="NaN/inf"):
+        surgery(model, r, k=2, alpha=float("inf"))
+    assert_params_equal(model, before)
+    bad = aura_alphas(r).clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ToxlensError, match="NaN/inf"):
+        dampen(model, bad)
+    assert_params_equal(model, before)
