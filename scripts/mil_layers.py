@@ -38,7 +38,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--C", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--aggregation", default="max")
+    ap.add_argument("--aggregation", default="max", help="comma list: one fit per aggregation and layer")
     args = ap.parse_args()
     layers = [int(x) for x in args.layers.split(",")]
     texts, labels = load_labelled(
@@ -62,17 +62,17 @@ def main() -> None:
     _, test = split(y, 0.25, args.seed)
     is_test = torch.isin(index, torch.tensor(test))
     print(f"# {len(texts)} texts, {len(index)} tokens, features in {time.perf_counter() - t0:.0f} s")
-    print("layer  text_auc  fire@0.5_nontoxic_tokens  recall@0.5  lexicon_token_auc(held-out)")
-    for layer in layers:
+    for layer, aggregation in [(a, b) for a in layers for b in args.aggregation.split(",")]:
         feats = torch.cat([t for t in per[layer] if t is not None])
         probe = fit_mil_probe(
-            feats, index, y, layer, "resid_post", args.aggregation, 0.25, args.seed, args.C, args.steps
+            feats, index, y, layer, "resid_post", aggregation, 0.25, args.seed, args.C, args.steps
         )
         ev = probe.metadata["token_eval"]
         k = ev["thresholds"].index(0.5)
         lex_auc = roc_auc(probe.score(feats[is_test]), lex[is_test])
         row = {
             "layer": layer,
+            "aggregation": aggregation,
             "text_auc": probe.metadata["auc"],
             "fire_nontoxic_tokens@0.5": ev["token_fire_rate_nontoxic_texts"][k],
             "recall@0.5": ev["text_recall"][k],
