@@ -7,7 +7,8 @@
   ``alt-profanity-check`` (a linear SVM on bag-of-words, shipped with the package: works offline);
 * ``"better-profanity"``: ``better_profanity``'s ``contains_profanity`` (PyPI ``better-profanity``, MIT,
   its own shipped word list with leetspeak variants; offline). **Binary**: 1.0 when the text contains a
-  listed word, else 0.0, so its expected maximum toxicity is a rate, not a mean probability. Its words
+  listed word, else 0.0, so its expected maximum toxicity is a rate, not a mean probability. Its list is
+  broad (it flags e.g. "God"), so expect false positives on benign text. Its words
   were never used to build toxlens's toxic-token set, lexicon token labels, localisation, edits or
   monitors (those use ``alt-profanity-check``), so it is an independent second opinion;
 * ``"detoxify"`` / ``"detoxify-original"``, ``"detoxify-unbiased"``, ``"detoxify-multilingual"``: the
