@@ -5,6 +5,12 @@
 
 * ``"profanity"`` (default): ``profanity_check.predict_prob`` from the PyPI package
   ``alt-profanity-check`` (a linear SVM on bag-of-words, shipped with the package: works offline);
+* ``"better-profanity"``: ``better_profanity``'s ``contains_profanity`` (PyPI ``better-profanity``, MIT,
+  its own shipped word list with leetspeak variants; offline). **Binary**: 1.0 when the text contains a
+  listed word, else 0.0, so its expected maximum toxicity is a rate, not a mean probability. Its list is
+  broad (it flags e.g. "God"), so expect false positives on benign text. Its words
+  were never used to build toxlens's toxic-token set, lexicon token labels, localisation, edits or
+  monitors (those use ``alt-profanity-check``), so it is an independent second opinion;
 * ``"detoxify"`` / ``"detoxify-original"``, ``"detoxify-unbiased"``, ``"detoxify-multilingual"``: the
   ``"toxicity"`` output of the ``detoxify`` package. Its checkpoint is fetched by ``torch.hub`` into
   ``torch.hub.get_dir()/checkpoints`` and its base model's config and tokenizer come from the Hugging
@@ -60,7 +66,7 @@ DETOXIFY_VARIANTS: dict[str, tuple[str, str, str]] = {
         "xlm-roberta-base",
     ),
 }
-SCORER_SPECS = ("profanity", "detoxify", *(f"detoxify-{v}" for v in DETOXIFY_VARIANTS))
+SCORER_SPECS = ("profanity", "better-profanity", "detoxify", *(f"detoxify-{v}" for v in DETOXIFY_VARIANTS))
 
 
 class Scorer:
@@ -120,6 +126,8 @@ def get_scorer(
         return Scorer(str(name), spec)
     if spec == "profanity":
         return _profanity_scorer()
+    if spec == "better-profanity":
+        return _better_profanity_scorer()
     if spec == "detoxify" or (isinstance(spec, str) and spec.startswith("detoxify-")):
         variant = "original" if spec == "detoxify" else spec.removeprefix("detoxify-")
         if variant in DETOXIFY_VARIANTS:
@@ -141,6 +149,41 @@ def _profanity_scorer() -> Scorer:
         return [float(v) for v in module.predict_prob(texts)]
 
     return Scorer("profanity", profanity)
+
+
+def _better_profanity_scorer() -> Scorer:
+    try:
+        module = importlib.import_module("better_profanity")
+    except ImportError as err:
+        raise ToxlensError(
+            "scorer 'better-profanity' needs the package better-profanity: pip install better-profanity==0.7.0"
+        ) from err
+    # a private instance with the shipped word list: words another caller adds to (or removes from)
+    # the module-level `better_profanity.profanity` do not change this scorer
+    checker = module.Profanity()
+    checker.load_censor_words()
+
+    def better_profanity(texts: list[str]) -> list[float]:
+        return [1.0 if checker.contains_profanity(t) else 0.0 for t in texts]
+
+    return Scorer("better-profanity", better_profanity)
+
+
+def parse_scorers(spec: str) -> list[str]:
+    """Scorer names from a comma list (``profanity,better-profanity``): the first is the headline; each
+    must be a known name, none repeated."""
+    names = [n.strip() for n in spec.split(",")]
+    if not names or any(not n for n in names):
+        raise ToxlensError(f"--scorer {spec!r}: expected comma-separated scorer names, e.g. profanity")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ToxlensError(f"--scorer {spec!r} names {dup} more than once")
+    unknown = [n for n in names if n not in SCORER_SPECS]
+    if unknown:
+        raise ToxlensError(
+            f"unknown scorer(s) {unknown} in --scorer {spec!r}; expected names among {list(SCORER_SPECS)}"
+        )
+    return names
 
 
 def detoxify_checkpoint(variant: str) -> tuple[str, Path]:

@@ -28,16 +28,9 @@ from torch import Tensor
 
 from lens.errors import ToxlensError
 from lens.model import LensModel
-from lens.probe import (
-    HOOKS,
-    Probe,
-    _check_labels,
-    data_hash,
-    fit_probe,
-    length_batches,
-    split,
-    tokenize_texts,
-)
+from lens.probe_core import HOOKS, Probe
+from lens.probe_features import length_batches, tokenize_texts
+from lens.probe_fit import check_labels, data_hash, fit_probe, split
 
 TOKEN_LABELS = ("text", "lexicon")
 
@@ -119,7 +112,7 @@ def train_token_probe(
         raise ToxlensError(f"unknown token_labels {token_labels!r}; expected one of {TOKEN_LABELS}")
     if max_tokens < 1:
         raise ToxlensError(f"max_tokens must be >= 1, got {max_tokens}")
-    y_text = _check_labels(texts, labels)
+    y_text = check_labels(texts, labels)
     ids = tokenize_texts(model, texts, prepend_bos, max_tokens)
     feats, index = collect_token_residuals(model, ids, layer, hook, batch_size)
     if token_labels == "text":

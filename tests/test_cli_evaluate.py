@@ -31,7 +31,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     ids = [tok.convert_tokens_to_ids(w) for w in TOXIC_WORDS]
     w = emb[ids].mean(0)
     cut = float((emb[ids] @ w).min()) - 1e-3
-    Probe(0, "resid_pre", "mean", w * 50, -50 * cut, torch.zeros(48), torch.ones(48)).save(d / "probe")
+    Probe(0, "resid_pre", "token", w * 50, -50 * cut, torch.zeros(48), torch.ones(48)).save(d / "probe")
     (d / "prompts.txt").write_text("you are a\nthe cat is very\nmy dog and\n")
     (d / "neutral.jsonl").write_text(
         "\n".join(

@@ -99,8 +99,16 @@ def data_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def probe_dir(model_dir: Path, data_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("probes") / "probe"
-    code = main(train_args(model_dir, data_csv, out, "--all-layers"))
+    code = main(train_args(model_dir, data_csv, out, "--all-layers", "--pooling", "mean"))
     assert code == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def monitor_dir(model_dir: Path, data_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A probe trained with no optional flag: the default MIL token monitor at the default layer."""
+    out = tmp_path_factory.mktemp("probes") / "monitor"
+    assert main(train_args(model_dir, data_csv, out)) == 0
     return out
 
 
@@ -140,7 +148,7 @@ def test_probe_train_one_layer(
     model_dir: Path, data_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "probe"
-    code, stdout, err = run(train_args(model_dir, data_csv, out, "--layer", "1"), capsys)
+    code, stdout, err = run(train_args(model_dir, data_csv, out, "--layer", "1", "--pooling", "mean"), capsys)
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir() if p.name != ".toxlens-output") == [
         "probe.json",
@@ -254,7 +262,8 @@ def test_probe_train_all_layers_keeps_best(probe_dir: Path) -> None:
 def test_probe_train_all_layers_prints_table(
     model_dir: Path, data_csv: Path, probe_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, stdout, err = run(train_args(model_dir, data_csv, tmp_path / "p", "--all-layers"), capsys)
+    args = train_args(model_dir, data_csv, tmp_path / "p", "--all-layers", "--pooling", "mean")
+    code, stdout, err = run(args, capsys)
     assert code == 0, err
     assert "<- best" in stdout and stdout.count("\n") >= 5
     # same flags, same data: the same probe as the module fixture's
@@ -377,10 +386,10 @@ def test_generate_text_output(model_dir: Path, probe_dir: Path, capsys: pytest.C
 
 
 def test_generate_with_probe_rollback_accounting(
-    model_dir: Path, probe_dir: Path, capsys: pytest.CaptureFixture[str]
+    model_dir: Path, monitor_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     prompts = ("you are my", "the cat is", "what a")
-    extra = ["--probe", str(probe_dir), "--threshold", "0.3", "--safe-threshold", "0.2", "--on-budget"]
+    extra = ["--probe", str(monitor_dir), "--threshold", "0.3", "--safe-threshold", "0.2", "--on-budget"]
     extra += ["continue", "--ignore-eos", "--max-new-tokens", "12"]
     recs = generate_json(gen_args(model_dir, *extra, prompts=prompts), capsys)
     assert len(recs) == 3
@@ -393,10 +402,10 @@ def test_generate_with_probe_rollback_accounting(
             assert set(rb) >= {"at", "to", "discarded"} and rb["discarded"] == rb["at"] + 1 - rb["to"]
         s = rec["settings"]
         assert s["policy"]["on_budget"] == "continue" and s["policy"]["forbid_token"] is True
-        assert s["probe"]["layer"] == json.loads((probe_dir / "probe.json").read_text())["layer"]
+        assert s["probe"]["layer"] == json.loads((monitor_dir / "probe.json").read_text())["layer"]
     assert sum(len(r["rollbacks"]) for r in recs) > 0  # the accounting was exercised with rollbacks
     # scores only (no --threshold): recorded, never acted on
-    plain = generate_json(gen_args(model_dir, "--probe", str(probe_dir), "--ignore-eos"), capsys)[0]
+    plain = generate_json(gen_args(model_dir, "--probe", str(monitor_dir), "--ignore-eos"), capsys)[0]
     assert len(plain["scores"]) == len(plain["tokens"]) and plain["rollbacks"] == []
     assert plain["settings"]["policy"] is None
 
@@ -456,3 +465,188 @@ def test_generate_bad_input(
     code, stdout, err = run(gen_args(model_dir, *extra), capsys)
     one_line_error(code, err)
     assert needle in err and stdout == ""
+
+
+# -- a monitor in two flags, and what refuses to be one ----------------------------------------
+def test_probe_train_defaults_give_a_mil_monitor(
+    model_dir: Path, monitor_dir: Path, data_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    meta = json.loads((monitor_dir / "probe.json").read_text())
+    assert meta["pooling"] == "max" and meta["monitor"] is True and meta["monitor_reason"] is None
+    assert meta["aggregation"] == "max" and "text-level only" in meta["labels"]
+    assert meta["layer"] == 2  # round(0.6 * 3 layers)
+    assert set(meta["defaults_applied"]) == {"layer", "limit", "balance"}
+    assert meta["limit"] == 4000 and meta["balance"] is True
+    assert meta["counts"]["positive"] == meta["counts"]["negative"] == 30
+    assert meta["C"] == 1.0 and meta["steps"] == 300 and meta["seed"] == 0 and meta["max_tokens"] == 64
+    assert set(meta["token_eval"]) >= {"thresholds", "token_fire_rate_nontoxic_texts", "text_recall"}
+    # an explicit flag is not a default, and is recorded as given
+    code, stdout, err = run(
+        train_args(model_dir, data_csv, tmp_path / "p", "--layer", "2", "--no-balance"), capsys
+    )
+    assert code == 0, err
+    meta2 = json.loads((tmp_path / "p" / "probe.json").read_text())
+    assert meta2["layer"] == 2 and meta2["balance"] is False and set(meta2["defaults_applied"]) == {"limit"}
+    assert "defaults: limit=4000" in stdout
+
+
+def test_generate_threshold_alone_derives_safe_threshold_and_seed(
+    model_dir: Path, monitor_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["generate", "--model", str(model_dir), "--prompt", "you are my", "--max-new-tokens", "6"]
+    args += ["--probe", str(monitor_dir), "--threshold", "0.2", "--json"]
+    rec = generate_json(args, capsys)[0]
+    assert rec["threshold"] == 0.2 and rec["safe_threshold"] == 0.1
+    assert rec["seed"] == 0 and rec["settings"]["seed"] == 0
+    assert generate_json([*args, "--seed", "0"], capsys) == [rec]
+
+
+def test_text_probe_is_refused_as_monitor(
+    model_dir: Path, probe_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    meta = json.loads((probe_dir / "probe.json").read_text())
+    assert meta["monitor"] is False and "text classifier" in meta["monitor_reason"]
+    code, stdout, err = run(gen_args(model_dir, "--probe", str(probe_dir), "--threshold", "0.3"), capsys)
+    one_line_error(code, err)
+    assert "cannot monitor" in err and "pooling=mean" in err and stdout == ""
+    # scores only, or its direction as a steering vector: still fine
+    assert run(gen_args(model_dir, "--probe", str(probe_dir)), capsys)[0] == 0
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("you are a\n")
+    out = tmp_path / "ev"
+    ev = ["evaluate", "--model", str(model_dir), "--prompts", str(prompts), "--samples", "1"]
+    ev += [
+        "--conditions",
+        "none,rollback",
+        "--probe",
+        str(probe_dir),
+        "--threshold",
+        "0.3",
+        "--out",
+        str(out),
+    ]
+    code, stdout, err = run(ev, capsys)
+    one_line_error(code, err)
+    assert "cannot monitor" in err and not out.exists()
+
+
+def test_evaluate_rollback_with_the_default_monitor(
+    model_dir: Path, monitor_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("you are a\nthe cat is\n")
+    out = tmp_path / "ev"
+    ev = ["evaluate", "--model", str(model_dir), "--prompts", str(prompts), "--samples", "2"]
+    ev += ["--max-new-tokens", "4", "--conditions", "none,rollback", "--probe", str(monitor_dir)]
+    ev += ["--threshold", "0.3", "--out", str(out)]
+    code, _, err = run(ev, capsys)
+    assert code == 0, err
+    rb = json.loads((out / "config.json").read_text())["conditions"]["rollback"]
+    assert rb["threshold"] == 0.3 and rb["safe_threshold"] == 0.15  # derived: half the threshold
+
+
+def _break_probe(src: Path, dst: Path, how: str) -> Path:
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dst)
+    st, js = dst / "probe.safetensors", dst / "probe.json"
+    if how == "truncated-safetensors":
+        st.write_bytes(st.read_bytes()[: st.stat().st_size // 2])
+    elif how == "broken-json":
+        js.write_text(js.read_text()[:-20])
+    elif how == "missing-tensor":
+        t = load_file(str(st))
+        del t["std"]
+        save_file(t, str(st))
+    elif how == "json-list":
+        js.write_text("[1, 2]")
+    elif how == "bad-hook":
+        meta = json.loads(js.read_text())
+        meta["hook"] = "resid_mid"
+        js.write_text(json.dumps(meta))
+    return dst
+
+
+BAD_PROBES = {
+    "truncated-safetensors": "not a readable safetensors file",
+    "broken-json": "not valid JSON",
+    "missing-tensor": "missing tensor(s) ['std']",
+    "json-list": "expected a JSON object",
+    "bad-hook": "hook 'resid_mid'",
+}
+
+
+@pytest.mark.parametrize("how", list(BAD_PROBES))
+def test_damaged_probe_one_line_for_generate_and_evaluate(
+    how: str, model_dir: Path, monitor_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = _break_probe(monitor_dir, tmp_path / "bad", how)
+    code, stdout, err = run(gen_args(model_dir, "--probe", str(bad), "--threshold", "0.3"), capsys)
+    one_line_error(code, err)
+    assert BAD_PROBES[how] in err and stdout == ""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("you are a\n")
+    out = tmp_path / "ev"
+    ev = ["evaluate", "--model", str(model_dir), "--prompts", str(prompts), "--conditions", "rollback"]
+    ev += ["--probe", str(bad), "--threshold", "0.3", "--out", str(out)]
+    code, stdout, err = run(ev, capsys)
+    one_line_error(code, err)
+    assert BAD_PROBES[how] in err and not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "prompts.txt"]
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b"id,tweet,class\n1,caf\xe9 au lait,ok\n2,the cat,toxic\n", "is not UTF-8"),
+        (b'id,tweet,class\n1,"the cat is red,ok\n2,the dog,toxic\n3,a sun,ok\n', "never closed"),
+        (b"id,tweet,class\n1,the cat,ok,extra\n", "4 fields, expected 3"),
+    ],
+    ids=["non-utf8", "unterminated-quote", "extra-field"],
+)
+def test_probe_csv_bad_input(
+    content: bytes,
+    needle: str,
+    model_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data = tmp_path / "bad.csv"
+    data.write_bytes(content)
+    out = tmp_path / "out"
+    code, stdout, err = run(train_args(model_dir, data, out), capsys)
+    one_line_error(code, err)
+    assert needle in err and f"{data}:2" in err and stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv"]
+
+
+def test_probe_csv_bom_is_dropped(tmp_path: Path) -> None:
+    data = tmp_path / "bom.csv"
+    data.write_bytes("\ufefftweet,class\nthe cat,1\nthe dog,0\n".encode())
+    assert load_labelled(data, "tweet", "class", ["1"]) == (["the cat", "the dog"], [1, 0])
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--aggregation", "mean"], "unknown --aggregation"),
+        (["--steps", "0"], "--steps"),
+        (["--lr", "nan"], "--lr"),
+        (["--pooling", "mean", "--aggregation", "noisy-or"], "apply to --pooling max only"),
+        (["--all-layers"], "one layer at a time"),
+        (["--max-tokens", "0"], "--max-tokens"),
+    ],
+)
+def test_mil_flags_bad_input(
+    extra: list[str],
+    needle: str,
+    model_dir: Path,
+    data_csv: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, stdout, err = run(train_args(model_dir, data_csv, tmp_path / "out", *extra), capsys)
+    one_line_error(code, err)
+    assert needle in err and stdout == "" and list(tmp_path.iterdir()) == []

@@ -118,11 +118,17 @@ def add_parser(sub: Any) -> None:
         "dampen,dampen-random,surgery,project,subtract (each also as METHOD+rollback)",
     )
     p.add_argument(
-        "--scorer", default="profanity", help="profanity (default, offline) | detoxify | detoxify-unbiased"
+        "--scorer",
+        default="profanity",
+        help="profanity (default, offline) | better-profanity (offline, binary, independent word list) | "
+        "detoxify | detoxify-unbiased; a comma list scores with each: the first is the headline, the "
+        "others add columns {statistic}_{scorer} to summary.csv",
     )
     p.add_argument("--probe", default=None, help="probe directory (toxlens probe train)")
     p.add_argument("--threshold", type=float, default=None, help="rollback when a token's probe score >= T")
-    p.add_argument("--safe-threshold", type=float, default=None, help="safe point: score < S (default 0.3)")
+    p.add_argument(
+        "--safe-threshold", type=float, default=None, help="safe point: score < S (default: half of T)"
+    )
     p.add_argument("--budget", type=int, default=4, help="rollbacks per sequence")
     p.add_argument("--on-budget", default="stop", choices=["stop", "continue"])
     p.add_argument("--correct-scale", type=float, default=8.0, help="rollback+steer: corrective steer size")
@@ -178,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     from interventions.evaluate import evaluate, sweep_steering
     from interventions.policy import RollbackPolicy
     from interventions.sampling import Sampling
-    from interventions.scoring import get_scorer
+    from interventions.scoring import get_scorer, parse_scorers
     from interventions.steering import vector_from_spec
     from lens.io import atomic_directory, check_output_dir
     from lens.loading import load_model
@@ -209,12 +215,24 @@ def run(args: argparse.Namespace) -> int:
             "the reference the means are taken over)"
         )
     probe = Probe.load(args.probe) if args.probe else None
-    get_scorer(args.scorer)  # fail before loading the model
+    monitored = [n for n in names if "rollback" in n.split("+")]
+    if monitored and probe is not None and probe.monitor_refusal() is not None:
+        raise ToxlensError(
+            f"--probe {args.probe!r} cannot monitor generation (conditions {','.join(monitored)}): "
+            f"{probe.monitor_refusal()}"
+        )
+    scorers = parse_scorers(args.scorer)
+    for name in scorers:
+        get_scorer(name)  # fail before loading the model
     sampling = Sampling(args.temperature, args.sample_top_k, args.top_p)
     if args.threshold is not None and not 0 < args.threshold <= 1:
         raise ToxlensError(f"--threshold must be in (0, 1], got {args.threshold}")
     policy = RollbackPolicy(
-        safe_threshold=0.3 if args.safe_threshold is None else args.safe_threshold,
+        safe_threshold=(
+            args.safe_threshold
+            if args.safe_threshold is not None
+            else (args.threshold / 2 if args.threshold is not None else 0.3)
+        ),
         budget=args.budget,
         on_budget=args.on_budget,
         steer_tokens=args.correct_tokens,
@@ -251,7 +269,8 @@ def run(args: argparse.Namespace) -> int:
         "samples": args.samples,
         "max_new_tokens": args.max_new_tokens,
         "seed": args.seed,
-        "scorer": args.scorer,
+        "scorer": scorers[0],
+        "extra_scorers": scorers[1:],
         "perplexity_texts": ppl_texts,
         "sampling": sampling,
         "batch_size": args.batch_size,
@@ -286,6 +305,7 @@ def run(args: argparse.Namespace) -> int:
         "expected_max_toxicity",
         "perplexity",
     ]
+    cols += [f"toxicity_probability_{name}" for name in scorers[1:]]
     print(
         result.summary[[*cols, "sample_perplexity", "rollbacks_per_sample", "tokens_per_second"]].to_string(
             index=False

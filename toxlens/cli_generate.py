@@ -51,7 +51,9 @@ def add_parser(sub: Any) -> None:
     model_args(p)
     p.add_argument("--prompt", action="append", required=True, help="a prompt (repeat for several)")
     p.add_argument("--max-new-tokens", type=int, required=True, help="tokens to generate per prompt")
-    p.add_argument("--seed", type=int, required=True, help="prompt i draws with a generator seeded seed+i")
+    p.add_argument(
+        "--seed", type=int, default=0, help="prompt i draws with a generator seeded seed+i (default: 0)"
+    )
     g = p.add_argument_group("sampling")
     g.add_argument("--temperature", type=float, default=1.0, help="default: 1.0")
     g.add_argument("--top-k", type=int, default=None, help="keep the K most likely tokens (default: all)")
@@ -66,7 +68,12 @@ def add_parser(sub: Any) -> None:
         default=None,
         help="roll back when a generated token's probe score is >= T (without it, scores are only recorded)",
     )
-    m.add_argument("--safe-threshold", type=float, default=None, help="safe-point score bound (default: 0.3)")
+    m.add_argument(
+        "--safe-threshold",
+        type=float,
+        default=None,
+        help="safe-point score bound (default: half of --threshold)",
+    )
     m.add_argument("--budget", type=int, default=None, help="rollbacks per sequence (default: 4)")
     m.add_argument(
         "--on-budget",
@@ -122,6 +129,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per prompt, one per line")
 
 
+def default_safe_threshold(threshold: float) -> float:
+    """The safe-point bound when none is given: half the rollback threshold (always below it)."""
+    return threshold / 2
+
+
 def _given(args: argparse.Namespace, flags: dict[str, str]) -> list[str]:
     return [flag for dest, flag in flags.items() if getattr(args, dest) is not None]
 
@@ -175,9 +187,15 @@ def run(args: argparse.Namespace) -> int:
     probe = Probe.load(args.probe) if args.probe is not None else None
     policy: RollbackPolicy | None = None
     if args.threshold is not None:
+        assert probe is not None
+        refusal = probe.monitor_refusal()
+        if refusal is not None:
+            raise ToxlensError(f"--probe {args.probe!r} cannot monitor generation (--threshold): {refusal}")
         d = RollbackPolicy()
         policy = RollbackPolicy(
-            safe_threshold=d.safe_threshold if args.safe_threshold is None else args.safe_threshold,
+            safe_threshold=default_safe_threshold(args.threshold)
+            if args.safe_threshold is None
+            else args.safe_threshold,
             budget=d.budget if args.budget is None else args.budget,
             on_budget=d.on_budget if args.on_budget is None else args.on_budget,
             steer_scale=d.steer_scale if args.correct_scale is None else args.correct_scale,

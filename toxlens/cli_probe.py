@@ -18,7 +18,13 @@ from toxlens.common import file_sha256, model_args
 
 LAYERS_CSV_COLUMNS = ("layer", "accuracy", "auc", "n_train", "n_test")
 HOOK_CHOICES = ("resid_post", "resid_pre")
-POOLING_CHOICES = ("mean", "last", "token")
+POOLING_CHOICES = ("max", "token", "mean", "last")
+AGGREGATION_CHOICES = ("max", "logsumexp", "noisy-or")
+TOKEN_POOLINGS = ("max", "token")  # one example per token: usable as generation monitors
+# Defaults of the two-flag path (`probe train --model M --data F --positive-labels V --out DIR`), measured
+# on smollm2-135m with Davidson's tweets (README "First rollback"):
+DEFAULT_LAYER_FRACTION = 0.6  # layer = round(0.6 * n_layers): 18 of SmolLM2-135M's 30
+DEFAULT_TOKEN_LIMIT = 4000  # rows read for a token-level probe unless --limit is given
 
 
 def add_parser(sub: Any) -> None:
@@ -45,7 +51,12 @@ def add_parser(sub: Any) -> None:
         help="comma-separated label values counted as non-toxic (0); when given, any other value is an "
         "error (default: every value not in --positive-labels is negative)",
     )
-    p.add_argument("--layer", type=int, default=None, help="the layer whose residual stream is probed")
+    p.add_argument(
+        "--layer",
+        type=int,
+        default=None,
+        help="the layer whose residual stream is probed (default: round(0.6 x n_layers), e.g. 18 of 30)",
+    )
     p.add_argument(
         "--all-layers",
         action="store_true",
@@ -56,10 +67,23 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--pooling",
-        default="mean",
-        metavar="{mean,last,token}",
-        help="mean over positions, the last token, or token: every token is one example, as the "
-        "generation monitor sees them (needs --layer; see --token-labels) (default: mean)",
+        default="max",
+        metavar="{max,token,mean,last}",
+        help="max (default): a token monitor learnt from text labels only (multiple-instance: a toxic "
+        "text has at least one toxic token, every token of a non-toxic text is non-toxic; see "
+        "--aggregation); token: every token is one example with a label from --token-labels; mean / "
+        "last: text classifiers on pooled residuals (not usable as generation monitors)",
+    )
+    p.add_argument(
+        "--aggregation",
+        default="max",
+        metavar="{max,logsumexp,noisy-or}",
+        help="with --pooling max: how token logits make the text's (default: max)",
+    )
+    p.add_argument("--steps", type=int, default=300, help="with --pooling max: Adam steps (default: 300)")
+    p.add_argument("--lr", type=float, default=0.05, help="with --pooling max: Adam step size (0.05)")
+    p.add_argument(
+        "--lse-r", type=float, default=5.0, help="with --aggregation logsumexp: sharpness r (default: 5)"
     )
     p.add_argument(
         "--token-labels",
@@ -68,12 +92,22 @@ def add_parser(sub: Any) -> None:
         help="with --pooling token: each token gets its text's label (text) or 1 when its word is "
         "profane by alt-profanity-check's shipped model (lexicon) (default: text)",
     )
-    p.add_argument("--max-tokens", type=int, default=64, help="with --pooling token: tokens kept per text")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N rows of the file")
+    p.add_argument(
+        "--max-tokens", type=int, default=64, help="with --pooling max|token: tokens kept per text (64)"
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help=f"use only the first N rows of the file (default: all for mean/last, {DEFAULT_TOKEN_LIMIT} "
+        "for max/token)",
+    )
     p.add_argument(
         "--balance",
-        action="store_true",
-        help="subsample the majority class to the minority count (seeded by --seed) before splitting",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="subsample the majority class to the minority count (seeded by --seed) before splitting "
+        "(default: on for --pooling max, off otherwise)",
     )
     p.add_argument("--test-fraction", type=float, default=0.25, help="held-out fraction per class (0.25)")
     p.add_argument(
@@ -104,18 +138,43 @@ def parse_labels(value: str | None, flag: str) -> list[str] | None:
 def _check_flags(args: argparse.Namespace) -> None:
     if args.layer is not None and args.all_layers:
         raise ToxlensError("--layer and --all-layers exclude each other; give one of them")
-    if args.layer is None and not args.all_layers:
-        raise ToxlensError("give --layer L (one probe) or --all-layers (one per layer, best kept)")
     if args.layer is not None and args.layer < 0:
         raise ToxlensError(f"--layer must be >= 0, got {args.layer}")
     if args.hook not in HOOK_CHOICES:
         raise ToxlensError(f"unknown --hook {args.hook!r}; expected one of {list(HOOK_CHOICES)}")
     if args.pooling not in POOLING_CHOICES:
         raise ToxlensError(f"unknown --pooling {args.pooling!r}; expected one of {list(POOLING_CHOICES)}")
-    if args.pooling == "token" and args.all_layers:
-        raise ToxlensError("--pooling token fits one layer at a time; give --layer L instead of --all-layers")
+    if args.pooling in TOKEN_POOLINGS and args.all_layers:
+        raise ToxlensError(
+            f"--pooling {args.pooling} fits one layer at a time; give --layer L (or nothing: the default "
+            "layer) instead of --all-layers, or --pooling mean|last with --all-layers"
+        )
+    if args.aggregation not in AGGREGATION_CHOICES:
+        raise ToxlensError(
+            f"unknown --aggregation {args.aggregation!r}; expected one of {list(AGGREGATION_CHOICES)}"
+        )
+    if args.pooling != "max":
+        given = [
+            flag
+            for flag, dest, default in (
+                ("--aggregation", "aggregation", "max"),
+                ("--steps", "steps", 300),
+                ("--lr", "lr", 0.05),
+                ("--lse-r", "lse_r", 5.0),
+            )
+            if getattr(args, dest) != default
+        ]
+        if given:
+            raise ToxlensError(f"{', '.join(given)} apply to --pooling max only")
+    if args.steps < 1:
+        raise ToxlensError(f"--steps must be >= 1, got {args.steps}")
+    for flag, v in (("--lr", args.lr), ("--lse-r", args.lse_r)):
+        if not (math.isfinite(v) and v > 0):
+            raise ToxlensError(f"{flag} must be a finite positive number, got {v}")
     if args.token_labels not in ("text", "lexicon"):
         raise ToxlensError(f"unknown --token-labels {args.token_labels!r}; expected text or lexicon")
+    if args.max_tokens < 1:
+        raise ToxlensError(f"--max-tokens must be >= 1, got {args.max_tokens}")
     if args.token_labels != "text" and args.pooling != "token":
         raise ToxlensError("--token-labels applies to --pooling token only")
     if args.limit is not None and args.limit < 1:
@@ -141,6 +200,25 @@ def balance(labels: list[int], seed: int) -> list[int]:
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(majority), generator=gen)[: len(minority)].tolist()
     return sorted(minority + [majority[k] for k in order])
+
+
+def default_layer(n_layers: int) -> int:
+    """The default probed layer: ``round(DEFAULT_LAYER_FRACTION * n_layers)``, within range."""
+    return min(n_layers - 1, max(0, round(DEFAULT_LAYER_FRACTION * n_layers)))
+
+
+def resolve_defaults(args: argparse.Namespace) -> list[str]:
+    """Fill the defaults that depend on --pooling (``--limit``, ``--balance``); return the names filled
+    (``--layer`` is filled once the model's depth is known)."""
+    filled = []
+    if args.limit is None and args.pooling in TOKEN_POOLINGS:
+        args.limit = DEFAULT_TOKEN_LIMIT
+        filled.append("limit")
+    if args.balance is None:
+        args.balance = args.pooling == "max"
+        if args.balance:
+            filled.append("balance")
+    return filled
 
 
 def _check_split(n_neg: int, n_pos: int, test_fraction: float) -> None:
@@ -170,6 +248,7 @@ def train(args: argparse.Namespace) -> int:
         )
     out = Path(args.out)
     check_output_dir(out, args.overwrite)
+    defaulted = resolve_defaults(args)
 
     texts, labels = load_labelled(args.data, args.text_col, args.label_col, positive, negative, args.limit)
     n_rows, n_pos_all = len(labels), sum(labels)
@@ -189,6 +268,9 @@ def train(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     model = load_model(args.model, args.device, args.dtype)
+    if args.layer is None and not args.all_layers:
+        args.layer = default_layer(model.n_layers)
+        defaulted.append("layer")
     if args.layer is not None and args.layer >= model.n_layers:
         raise ToxlensError(
             f"--layer {args.layer} is out of range: model {args.model!r} has {model.n_layers} layers "
@@ -197,7 +279,7 @@ def train(args: argparse.Namespace) -> int:
     layers = list(range(model.n_layers)) if args.all_layers else [args.layer]
     import torch
 
-    if args.pooling != "token":
+    if args.pooling not in TOKEN_POOLINGS:
         feats = collect_residuals(
             model, texts, layers, args.batch_size, args.hook, args.pooling, args.prepend_bos
         )
@@ -214,6 +296,15 @@ def train(args: argparse.Namespace) -> int:
         "negative_labels": negative,
         "limit": args.limit,
         "balance": bool(args.balance),
+        "defaults_applied": {
+            k: {
+                "layer": f"round({DEFAULT_LAYER_FRACTION} * n_layers)",
+                "limit": f"{DEFAULT_TOKEN_LIMIT} rows for --pooling max|token",
+                "balance": "on for --pooling max",
+            }[k]
+            for k in defaulted
+        },
+        "max_tokens": args.max_tokens if args.pooling in TOKEN_POOLINGS else None,
         "prepend_bos": bool(args.prepend_bos),
         "batch_size": args.batch_size,
         "counts": {
@@ -246,7 +337,28 @@ def train(args: argparse.Namespace) -> int:
             prepend_bos=args.prepend_bos,
             metadata=meta,
         )
-    for layer in layers if args.pooling != "token" else []:
+    if args.pooling == "max":
+        from lens.mil_probe import train_mil_probe
+
+        probes[layers[0]] = train_mil_probe(
+            model,
+            texts,
+            labels,
+            layers[0],
+            args.hook,
+            args.aggregation,
+            max_tokens=args.max_tokens,
+            test_fraction=args.test_fraction,
+            seed=args.seed,
+            C=args.C,
+            steps=args.steps,
+            lr=args.lr,
+            lse_r=args.lse_r,
+            batch_size=args.batch_size,
+            prepend_bos=args.prepend_bos,
+            metadata=meta,
+        )
+    for layer in layers if args.pooling not in TOKEN_POOLINGS else []:
         probes[layer] = fit_probe(
             feats[layer], y, layer, args.hook, args.pooling, args.test_fraction, args.seed, args.C, meta
         )
@@ -274,10 +386,22 @@ def train(args: argparse.Namespace) -> int:
                 f"{r['n_test']:>6}{mark}"
             )
     m = probe.metadata
+    unit = "texts" if args.pooling in ("max", "mean", "last") else "tokens"
     print(
         f"probe at layer {best} ({args.hook}, {args.pooling} pooling): held-out accuracy "
-        f"{m['accuracy']:.4f}, ROC AUC {m['auc']:.4f} (n_train {m['n_train']}, n_test {m['n_test']})"
+        f"{m['accuracy']:.4f}, ROC AUC {m['auc']:.4f} (n_train {m['n_train']}, n_test {m['n_test']} {unit})"
     )
+    if defaulted:
+        print("defaults: " + ", ".join(f"{k}={getattr(args, k)}" for k in defaulted))
+    if "token_eval" in m:
+        ev = m["token_eval"]
+        fire = ", ".join(
+            f"{t:g}: {a:.3f}/{r:.3f}"
+            for t, a, r in zip(ev["thresholds"], ev["token_fire_rate_nontoxic_texts"], ev["text_recall"])
+        )
+        print(f"per token, threshold: share of non-toxic texts' tokens firing / toxic texts caught: {fire}")
+    if not probe.is_monitor:
+        print(f"note: not a generation monitor: {probe.monitor_refusal()}")
     written = "probe.safetensors, probe.json" + (", layers.csv" if args.all_layers else "")
     print(f"wrote {out}/{written}")
     return 0
