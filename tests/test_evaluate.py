@@ -190,4 +190,8 @@ def test_condition_errors(
 
 
 def test_condition_names_are_the_contract() -> None:
-    assert CONDITIONS == ("none", "ablate", "steer", "edit", "rollback", "rollback+steer")
+    from interventions.conditions import NEURON_CONDITIONS
+
+    # the six base conditions, then every edit method alone and with +rollback
+    assert CONDITIONS[:6] == ("none", "ablate", "steer", "edit", "rollback", "rollback+steer")
+    assert CONDITIONS[6:] == NEURON_CONDITIONS and all(n in CONDITIONS for n in ("dampen", "dampen+rollback"))
