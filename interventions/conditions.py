@@ -93,8 +93,8 @@ def build_conditions(
     steer_vector: Tensor | None = None,
     steer_layer: int | None = None,
     steer_scale: float | None = None,
-    dampen_from: str | Path | None = None,
-    edit_from: str | Path | None = None,
+    dampen_from: str | Path | NeuronRanking | None = None,
+    edit_from: str | Path | NeuronRanking | None = None,
     edit_params: dict[str, dict[str, Any]] | None = None,
 ) -> list[Condition]:
     """Conditions for ``names`` (see module docstring); every missing input is named in the error."""
@@ -144,9 +144,12 @@ def build_conditions(
             where = _need(
                 where if where is not None else (edit_from or dampen_from), name, f"{flag} LOCATE_DIR"
             )
-            if str(where) not in rankings:
-                rankings[str(where)] = NeuronRanking.load(where)
-            ranking = rankings[str(where)]
+            if isinstance(where, NeuronRanking):  # an in-memory ranking (Python API)
+                ranking = where
+            else:
+                if str(where) not in rankings:
+                    rankings[str(where)] = NeuronRanking.load(where)
+                ranking = rankings[str(where)]
             method = get_method(base)
             params = method.resolve((edit_params or {}).get(base))
 
@@ -158,7 +161,8 @@ def build_conditions(
             ) -> Edit:
                 return method(m, ranking, params)
 
-            settings = {"method": base, "params": params, "from": str(where), "foldable": method.foldable}
+            source = "in-memory ranking" if isinstance(where, NeuronRanking) else str(where)
+            settings = {"method": base, "params": params, "from": source, "foldable": method.foldable}
             cond = Condition(name, make_edit=make_neuron_edit, settings=settings)
             if rollback:
                 cond = _with_rollback(cond, model, probe, threshold, policy, 0.0)

@@ -128,7 +128,8 @@ def rank_from_texts(
         "toxic_token_set": "none" if toxic_ids is None else f"{len(toxic_ids)} ids",
         "attribution_target": attribution_target if attribution is not None else None,
         "n_attribution": attribution.n_texts if attribution is not None else 0,
-        "labels": "the data's human labels; no scorer is used",
+        "labels": "the 0/1 labels given by the caller (toxlens locate --texts: the data file's label column); "
+        "no scorer is used",
         "toxic_subspace": f"per layer, top {subspace_rank} right-singular vectors of (toxic text's mean MLP "
         "output − mean over non-toxic texts)",
     }

@@ -4,12 +4,12 @@
 #   scripts/setup.sh && scripts/eval_edits_smollm2.sh      (needs ../shared/data/davidson/labeled_data.csv)
 # Every step's output lands under runs/; a step is skipped when its output already exists.
 # Knobs (environment): PROMPTS (100) SAMPLES (10) NEW_TOKENS (20) LOCATE_TEXTS (2000) THRESHOLD (0.5)
-#   BEST (dampen: the edit combined with rollback) BATCH (50)
+#   BEST (surgery: the edit combined with rollback, and exported) BATCH (50)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=.venv/bin/toxlens
 PROMPTS=${PROMPTS:-100} SAMPLES=${SAMPLES:-10} NEW_TOKENS=${NEW_TOKENS:-20} LOCATE_TEXTS=${LOCATE_TEXTS:-2000}
-THRESHOLD=${THRESHOLD:-0.5} BEST=${BEST:-dampen} BATCH=${BATCH:-50}
+THRESHOLD=${THRESHOLD:-0.5} BEST=${BEST:-surgery} BATCH=${BATCH:-50}
 
 [ -d runs/eval-data ] || .venv/bin/python scripts/make_eval_data.py --out runs/eval-data --n-prompts "$PROMPTS"
 # localisation from the human labels only (hate + offensive vs neither), never from a scorer
@@ -28,5 +28,5 @@ THRESHOLD=${THRESHOLD:-0.5} BEST=${BEST:-dampen} BATCH=${BATCH:-50}
   --batch-size "$BATCH" --out runs/eval-edits-smollm2
 
 # the edit folded into the weights, as a standard Hugging Face model directory
-[ -d runs/smollm2-dampened ] || $T edit --model smollm2-135m --method dampen --from runs/locate-texts-smollm2 \
-  --out runs/smollm2-dampened
+[ -d "runs/smollm2-$BEST" ] || $T edit --model smollm2-135m --method "$BEST" --from runs/locate-texts-smollm2 \
+  --out "runs/smollm2-$BEST"

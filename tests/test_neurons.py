@@ -177,7 +177,7 @@ def test_planted_neuron_ranks_first(kind: str, tmp_path: Any) -> None:
     r = rank_from_texts(model, texts, labels, batch_size=8, n_attribution=0)
     assert r.top_k(1)["component"].iloc[0] == "L1.mlp.n11"
     assert r.neuron_auroc[1, 11] == 1.0
-    assert r.metadata["labels"].startswith("the data's human labels")
+    assert r.metadata["labels"].startswith("the 0/1 labels given by the caller")
 
 
 @pytest.mark.parametrize("kind", KINDS)
