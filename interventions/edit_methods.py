@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from interventions.edits import Edit
+from interventions.edit_base import Edit
 from interventions.neuron_edits import (
     aura_alphas,
     check_ranking,

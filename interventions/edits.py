@@ -17,28 +17,56 @@ Every function returns an :class:`Edit`, usable both ways::
   the same parameter would corrupt it, so that raises (undo the later edit first); all other edits
   may be undone in any order.
 
+The :class:`Edit` class, the active-edit registry and the shared checks are in
+:mod:`interventions.edit_base`; :func:`project_out_weights` and :func:`output_weights` in
+:mod:`interventions.weight_edits` (both re-exported here); neuron edits in :mod:`interventions.neuron_edits`.
+
 Every input is validated (component names, modes, sizes, NaN/inf, reference sets) before the model
 is touched; failures raise :class:`~lens.errors.ToxlensError`.
 """
 
 from __future__ import annotations
 
-import math
-import weakref
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
 
 import torch
 from jaxtyping import Float, Int
-from torch import Tensor, nn
+from torch import Tensor
 
-from lens.components import Component, parse_component
+from interventions.edit_base import (
+    Components,
+    Edit,
+    _check_layer,
+    _finite,
+    _hook_edit,
+    _hook_name,
+    _unit,
+    active_edits,
+    resolve_components,
+    undo_all,
+)
+from interventions.weight_edits import output_weights, project_out_weights
+from lens.components import Component
 from lens.errors import ToxlensError
-from lens.hooks import attach, attn_out_name, keepers, mlp_out_name, resid_post_name, resid_pre_name, z_name
+from lens.hooks import attach, attn_out_name, keepers, mlp_out_name, resid_post_name, resid_pre_name
 from lens.model import LensModel
-from patching.result import PatchResult
 
-Components = Sequence[str] | PatchResult
+__all__ = [
+    "ABLATION_MODES",
+    "DIRECTION_MODES",
+    "SITES",
+    "Components",
+    "Edit",
+    "ablate",
+    "active_edits",
+    "output_weights",
+    "project_out_weights",
+    "resolve_components",
+    "scale",
+    "subtract_direction",
+    "undo_all",
+]
+
 Reference = Sequence[str | Int[Tensor, "pos"] | Int[Tensor, "batch pos"]]
 ABLATION_MODES = ("zero", "mean", "resample")
 DIRECTION_MODES = ("project", "subtract")
@@ -48,111 +76,6 @@ SITES = {
     "resid_pre": resid_pre_name,
     "resid_post": resid_post_name,
 }
-
-_ACTIVE: weakref.WeakKeyDictionary[nn.Module, list[Edit]] = weakref.WeakKeyDictionary()
-
-
-class Edit:
-    """A reversible edit: a context manager and a handle with :meth:`undo`."""
-
-    def __init__(
-        self,
-        model: LensModel,
-        description: str,
-        restore: Callable[[], None],
-        params: Sequence[nn.Parameter] = (),
-    ) -> None:
-        self.model, self.description = model, description
-        self._restore: Callable[[], None] | None = restore
-        self._params = {id(p) for p in params}
-        self.n_changed = 0  # parameter entries a weight edit changed (0 for hook edits)
-        self.n_units = 0  # neurons / rows / components the edit acts on, where the edit counts them
-        _ACTIVE.setdefault(model.bridge, []).append(self)
-
-    @property
-    def active(self) -> bool:
-        return self._restore is not None
-
-    def undo(self) -> None:
-        """Restore the model; a no-op when already undone."""
-        if self._restore is None:
-            return
-        stack = _ACTIVE.get(self.model.bridge, [])
-        later = stack[stack.index(self) + 1 :]
-        blocking = [e for e in later if e._params & self._params]
-        if blocking:
-            raise ToxlensError(
-                f"cannot undo edit {self.description!r}: expected the later edits on the same weights to "
-                f"be undone first, found still active {[e.description for e in blocking]}"
-            )
-        restore, self._restore = self._restore, None
-        stack.remove(self)
-        restore()
-
-    def __enter__(self) -> Edit:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.undo()
-
-    def __repr__(self) -> str:
-        return f"Edit({self.description!r}, active={self.active})"
-
-
-# -- validation --------------------------------------------------------------------------------
-def resolve_components(model: LensModel, components: Components, top_k: int = 10) -> list[Component]:
-    """Parse and check component names (heads ``L5H3`` and MLPs ``L7.mlp`` only, no positions)."""
-    names = list(components.top_k(top_k)["name"]) if isinstance(components, PatchResult) else components
-    if isinstance(names, str):
-        names = [names]
-    if not names:
-        raise ToxlensError("expected at least one component name (e.g. 'L5H3' or 'L7.mlp'), got none")
-    out = []
-    for name in names:
-        if not isinstance(name, str):
-            raise ToxlensError(f"component {name!r}: expected a name such as 'L5H3' or 'L7.mlp'")
-        comp = parse_component(name, model.n_layers, model.n_heads)
-        if comp.kind not in ("head", "mlp") or comp.pos is not None:
-            raise ToxlensError(f"component {name!r}: expected a whole head ('L5H3') or MLP ('L7.mlp')")
-        out.append(comp)
-    return out
-
-
-def _finite(value: float, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ToxlensError(f"{what} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _unit(model: LensModel, direction: Tensor, normalise: bool = True) -> Tensor:
-    d_model = model.info.d_model
-    if not isinstance(direction, Tensor) or direction.shape != (d_model,):
-        shape = tuple(direction.shape) if isinstance(direction, Tensor) else type(direction).__name__
-        raise ToxlensError(f"direction must be a tensor of shape ({d_model},) (d_model), got {shape}")
-    d = direction.detach().double().cpu()
-    if not torch.isfinite(d).all():
-        raise ToxlensError(f"direction has {int((~torch.isfinite(d)).sum())} non-finite (NaN/inf) entries")
-    norm = d.norm()
-    if norm == 0:
-        raise ToxlensError("direction is the zero vector; expected a non-zero direction")
-    return d / norm if normalise else d
-
-
-def _check_layer(model: LensModel, layer: int) -> None:
-    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < model.n_layers:
-        raise ToxlensError(f"layer must be an int in [0, {model.n_layers}), got {layer!r}")
-
-
-def _hook_name(comp: Component) -> str:
-    return z_name(comp.layer) if comp.kind == "head" else mlp_out_name(comp.layer)
-
-
-def _hook_edit(
-    model: LensModel, description: str, hooks: list[tuple[str, Callable[[Tensor], Tensor]]]
-) -> Edit:
-    stack = ExitStack()
-    stack.enter_context(attach(model.bridge, hooks))
-    return Edit(model, description, stack.close)
 
 
 # -- hook edits --------------------------------------------------------------------------------
@@ -300,97 +223,3 @@ def subtract_direction(
         return x - a * (x @ dd)[..., None] * dd if mode == "project" else x - a * dd
 
     return _hook_edit(model, f"{mode}_direction({site}@L{layer}, alpha={a:g})", [(SITES[site](layer), hook)])
-
-
-# -- weight edits ------------------------------------------------------------------------------
-def output_weights(model: LensModel, comp: Component) -> tuple[nn.Parameter, nn.Parameter | None, int]:
-    """Weight, bias and output (d_model) axis of the HF module writing ``comp`` into the residual stream.
-
-    Found through the bridge: ``blocks[l].attn.o`` (heads: ``o_proj`` / GPT-2 ``attn.c_proj``) and
-    ``blocks[l].mlp.out`` (MLPs: ``down_proj`` / GPT-2 ``mlp.c_proj``), their ``original_component``.
-    ``nn.Linear`` stores ``[out, in]`` (axis 0), GPT-2's ``Conv1D`` ``[in, out]`` (axis 1).
-    """
-    block = model.blocks[comp.layer]
-    wrapper = getattr(block.attn, "o", None) if comp.kind == "head" else getattr(block.mlp, "out", None)
-    module = getattr(wrapper, "original_component", None)
-    weight = getattr(module, "weight", None)
-    if not isinstance(weight, nn.Parameter) or weight.ndim != 2:
-        raise ToxlensError(
-            f"component {comp.name}: expected an output projection with a 2-D weight under the bridge's "
-            f"block {comp.layer}, found {type(module).__name__}"
-        )
-    if isinstance(module, nn.Linear):
-        axis = 0
-    elif type(module).__name__ == "Conv1D":
-        axis = 1
-    else:
-        raise ToxlensError(
-            f"component {comp.name}: expected nn.Linear or Conv1D, got {type(module).__name__}"
-        )
-    if weight.shape[axis] != model.info.d_model:
-        raise ToxlensError(
-            f"component {comp.name}: output axis of {type(module).__name__} has size {weight.shape[axis]}, "
-            f"expected d_model={model.info.d_model}"
-        )
-    bias = getattr(module, "bias", None)
-    return weight, bias if isinstance(bias, nn.Parameter) else None, axis
-
-
-def project_out_weights(
-    model: LensModel,
-    components: Components,
-    direction: Float[Tensor, "d_model"],
-    top_k: int = 10,
-) -> Edit:
-    """Remove ``direction`` from what the components write: ``W ← W − d̂(d̂ᵀW)`` on their output weights.
-
-    A head's part is the ``d_head`` input rows (Conv1D) / columns (Linear) of the output projection
-    that belong to it; the projection's bias is shared by all heads and left alone. An MLP's whole
-    output weight and its bias (if any) are projected. No hooks; the original tensors are saved and
-    copied back on undo (bit-identical).
-    """
-    comps = resolve_components(model, components, top_k)
-    d = _unit(model, direction)
-    targets = [(c, *output_weights(model, c)) for c in comps]
-    params = {id(p): p for _, w, b, _ax in targets for p in (w, b) if p is not None}
-    saved = {k: p.detach().clone() for k, p in params.items()}
-
-    @torch.no_grad()
-    def restore() -> None:
-        for k, p in params.items():
-            p.copy_(saved[k])
-
-    dh = model.info.d_head
-    try:
-        with torch.no_grad():
-            for c, weight, bias, axis in targets:
-                w = weight if axis == 0 else weight.T  # a view [d_model, in]
-                cols = slice(None) if c.head is None else slice(c.head * dh, (c.head + 1) * dh)
-                w[:, cols] = _project(w[:, cols], d)
-                if c.kind == "mlp" and bias is not None:
-                    bias.copy_(_project(bias[:, None], d)[:, 0])
-    except BaseException:
-        restore()
-        raise
-    return Edit(
-        model, f"project_out_weights({', '.join(c.name for c in comps)})", restore, list(params.values())
-    )
-
-
-def _project(
-    w: Float[Tensor, "d_model n"],
-    d: Float[Tensor, "d_model"],
-) -> Float[Tensor, "d_model n"]:
-    w64, d64 = w.double(), d.to(w.device)
-    return (w64 - d64[:, None] * (d64 @ w64)[None]).to(w.dtype)
-
-
-def active_edits(model: LensModel) -> list[Edit]:
-    """The edits currently active on ``model``, oldest first."""
-    return list(_ACTIVE.get(model.bridge, []))
-
-
-def undo_all(model: LensModel) -> None:
-    """Undo every active edit of ``model``, newest first."""
-    for e in reversed(active_edits(model)):
-        e.undo()

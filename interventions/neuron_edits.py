@@ -29,7 +29,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from interventions.edits import Edit, _hook_edit
+from interventions.edit_base import Edit, _hook_edit
 from lens.errors import ToxlensError
 from lens.hooks import mlp_out_name
 from lens.model import LensModel
