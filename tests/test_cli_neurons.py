@@ -123,6 +123,7 @@ def test_edit_export_matches_in_memory_edit(
         (["--method", "subtract"], "invalid choice"),
         (["--method", "dampen", "--edit-param", "alpha=3"], "no parameter"),
         (["--method", "dampen", "--edit-param", "min_auroc"], "METHOD.KEY=VALUE"),
+        (["--method", "surgery", "--edit-param", "alpha=1e300"], "NaN/inf"),
     ],
 )
 def test_edit_bad_flags(
