@@ -33,22 +33,27 @@ def tokenize_texts(
     return ids
 
 
-def length_batches(
-    model: LensModel, ids: Sequence[Sequence[int]], names: Sequence[str], stop: int, batch_size: int
-) -> Iterator[tuple[list[int], dict[str, Tensor]]]:
-    """Run blocks ``0 .. stop-1`` over the texts grouped by token length (never padded), ``batch_size``
-    at a time; yield each batch's text indices and its activations at the hooks ``names``."""
+def length_groups(ids: Sequence[Sequence[int]], batch_size: int) -> Iterator[list[int]]:
+    """Text indices grouped by token length (never padded), at most ``batch_size`` per group."""
     groups: dict[int, list[int]] = defaultdict(list)
     for i, row in enumerate(ids):
         groups[len(row)].append(i)
     for members in groups.values():
         for start in range(0, len(members), batch_size):
-            rows = members[start : start + batch_size]
-            seen: dict[str, Tensor] = {}
-            prepared = model.prepare(torch.tensor([list(ids[i]) for i in rows], device=model.device))
-            with attach(model.bridge, keepers(seen, list(names))):
-                model.run_layers(prepared.resid, prepared, 0, stop)
-            yield rows, seen
+            yield members[start : start + batch_size]
+
+
+def length_batches(
+    model: LensModel, ids: Sequence[Sequence[int]], names: Sequence[str], stop: int, batch_size: int
+) -> Iterator[tuple[list[int], dict[str, Tensor]]]:
+    """Run blocks ``0 .. stop-1`` over the texts grouped by token length (never padded), ``batch_size``
+    at a time; yield each batch's text indices and its activations at the hooks ``names``."""
+    for rows in length_groups(ids, batch_size):
+        seen: dict[str, Tensor] = {}
+        prepared = model.prepare(torch.tensor([list(ids[i]) for i in rows], device=model.device))
+        with attach(model.bridge, keepers(seen, list(names))):
+            model.run_layers(prepared.resid, prepared, 0, stop)
+        yield rows, seen
 
 
 # -- features ---------------------------------------------------------------------------------

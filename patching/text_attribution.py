@@ -33,6 +33,7 @@ from lens.errors import ToxlensError
 from lens.hooks import attach, keepers, mlp_out_name, z_name
 from lens.model import LensModel
 from lens.probe import Probe, tokenize_texts
+from lens.probe_features import length_groups
 from lens.weights import neuron_act_name
 
 TARGETS = ("probe", "toxic-mass")
@@ -81,25 +82,20 @@ def attribution_scores(
     )
     names = [neuron_act_name(la) for la in range(nl)] + [z_name(la) for la in range(nl)]
     names += [mlp_out_name(la) for la in range(nl)]
-    groups: dict[int, list[int]] = {}
-    for i, row in enumerate(ids):
-        groups.setdefault(len(row), []).append(i)
     dev = model.device
-    for members in groups.values():
-        for start in range(0, len(members), batch_size):
-            rows = members[start : start + batch_size]
-            acts: dict[str, Tensor] = {}
-            prepared = model.prepare(torch.tensor([ids[i] for i in rows], device=dev))
-            with torch.enable_grad(), attach(model.bridge, keepers(acts, names, keep_graph=True)):
-                final = model.run_layers(prepared.resid, prepared)
-                grads = torch.autograd.grad(fn(final), [acts[n] for n in names])
-            g = dict(zip(names, grads))
-            with torch.no_grad():
-                for la in range(nl):
-                    an, zn, mn = neuron_act_name(la), z_name(la), mlp_out_name(la)
-                    sums.neurons[la] += _attr(g[an], acts[an], baseline_neurons[la], (0, 1))
-                    sums.heads[la] += _attr(g[zn], acts[zn], baseline_z[la], (0, 1, 3))
-                    sums.mlps[la] += _attr(g[mn], acts[mn], baseline_mlp[la], (0, 1, 2))
+    for rows in length_groups(ids, batch_size):
+        acts: dict[str, Tensor] = {}
+        prepared = model.prepare(torch.tensor([ids[i] for i in rows], device=dev))
+        with torch.enable_grad(), attach(model.bridge, keepers(acts, names, keep_graph=True)):
+            final = model.run_layers(prepared.resid, prepared)
+            grads = torch.autograd.grad(fn(final), [acts[n] for n in names])
+        g = dict(zip(names, grads))
+        with torch.no_grad():
+            for la in range(nl):
+                an, zn, mn = neuron_act_name(la), z_name(la), mlp_out_name(la)
+                sums.neurons[la] += _attr(g[an], acts[an], baseline_neurons[la], (0, 1))
+                sums.heads[la] += _attr(g[zn], acts[zn], baseline_z[la], (0, 1, 3))
+                sums.mlps[la] += _attr(g[mn], acts[mn], baseline_mlp[la], (0, 1, 2))
     for t in (sums.neurons, sums.heads, sums.mlps):
         t /= len(texts)
     return sums
