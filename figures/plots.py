@@ -92,14 +92,16 @@ def mlp_bar(result: PatchResult, title: str | None = None) -> go.Figure:
 def attribution_scatter(
     activation: PatchResult, attribution: PatchResult, title: str | None = None
 ) -> go.Figure:
-    """Attribution estimate (y) against the activation-patching score (x), one point per cell."""
+    """A gradient method's estimate (y: attribution, RelP or IG — ``attribution.method``) against the
+    activation-patching score (x), one point per cell."""
+    label = attribution.method
     act, att = cell_table(activation), cell_table(attribution)
     missing, extra = set(act["name"]) - set(att["name"]), set(att["name"]) - set(act["name"])
     if missing or extra or len(act) != len(att):
         raise ToxlensError(
-            f"activation ({len(act)} cells, dims {activation.dims}) and attribution ({len(att)} cells, dims "
+            f"activation ({len(act)} cells, dims {activation.dims}) and {label} ({len(att)} cells, dims "
             f"{attribution.dims}) do not cover the same cells: only in activation {_few(missing)}, "
-            f"only in attribution {_few(extra)}"
+            f"only in {label} {_few(extra)}"
         )
     both = act.merge(att[["name", "score"]], on="name", suffixes=("", "_att"), validate="one_to_one")
     r_all = pearson_r(both["score"], both["score_att"])
@@ -115,7 +117,7 @@ def attribution_scatter(
                 name=str(kind),
                 text=part["name"],
                 marker={"color": KIND_COLORS.get(str(kind), "#7f7f7f"), "size": 8, "opacity": 0.8},
-                hovertemplate="%{text}<br>activation %{x:.4f}<br>attribution %{y:.4f}<extra></extra>",
+                hovertemplate="%{text}<br>activation %{x:.4f}<br>" + label + " %{y:.4f}<extra></extra>",
             )
         )
     values = np.concatenate([both["score"].to_numpy(), both["score_att"].to_numpy()])
@@ -124,12 +126,12 @@ def attribution_scatter(
     fig.add_shape(type="line", x0=lo, y0=lo, x1=hi, y1=hi, line={"dash": "dash", "color": "gray", "width": 1})
     stats = f"Pearson r = {r_all:.3f} (all {len(both)} cells), r = {r_heads:.3f} ({len(heads)} heads)"
     fig.update_layout(
-        title=f"{title or 'Attribution vs activation patching'}<br><sup>{stats}</sup>",
+        title=f"{title or label + ' vs activation patching'}<br><sup>{stats}</sup>",
         template="plotly_white",
         legend_title_text="kind",
     )
     fig.update_xaxes(title="activation patching score")
-    fig.update_yaxes(title="attribution score")
+    fig.update_yaxes(title=f"{label} score")
     return fig
 
 

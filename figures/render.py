@@ -2,11 +2,11 @@
 
 ``python -m figures.render DIR [--out OUT]`` where ``DIR`` is either a saved :class:`PatchResult`
 (``result.json`` + ``result.safetensors``) or a ``toxlens locate`` output directory holding
-``activation/`` and/or ``attribution/`` results. Figures go to ``DIR/figures/`` (or ``OUT``):
+``activation/``, ``attribution/``, ``relp/`` and/or ``ig/`` results. Figures go to ``DIR/figures/`` (or ``OUT``):
 
 * ``heads_heatmap.html`` and ``mlp_bar.html`` of the activation result (else the attribution one),
   plus ``attribution_heads_heatmap.html`` / ``attribution_mlp_bar.html`` when both exist;
-* ``attribution_vs_activation.html`` when both exist;
+* ``<method>_vs_activation.html`` for every gradient method (attribution, relp, ig) run beside activation;
 * ``resid_pos_heatmap.html`` for ``(layer, pos)`` results.
 
 Everything is loaded and drawn before anything is written, so a bad input writes nothing.
@@ -25,7 +25,7 @@ from figures.plots import attribution_scatter, heads_heatmap, mlp_bar, resid_pos
 from lens.errors import ToxlensError
 from patching.result import PatchResult
 
-METHODS = ("activation", "attribution")
+METHODS = ("activation", "attribution", "relp", "ig")
 
 
 def load_results(directory: str | Path) -> dict[str, PatchResult]:
@@ -39,7 +39,7 @@ def load_results(directory: str | Path) -> dict[str, PatchResult]:
     if not found:
         raise ToxlensError(
             f"{str(d)!r} holds neither a saved PatchResult (result.json + result.safetensors) nor "
-            f"'activation/' or 'attribution/' result subdirectories"
+            f"any of {', '.join(m + '/' for m in METHODS)} result subdirectories"
         )
     return found
 
@@ -60,8 +60,10 @@ def figures_for(results: dict[str, PatchResult]) -> dict[str, go.Figure]:
     for key, result in results.items():
         prefix = "" if key == primary else f"{key}_"
         figs.update({prefix + name: fig for name, fig in _single(result).items()})
-    if "activation" in results and "attribution" in results:
-        figs["attribution_vs_activation"] = attribution_scatter(results["activation"], results["attribution"])
+    if "activation" in results:
+        for method in METHODS[1:]:
+            if method in results:
+                figs[f"{method}_vs_activation"] = attribution_scatter(results["activation"], results[method])
     if not figs:
         dims = {key: r.dims for key, r in results.items()}
         raise ToxlensError(f"no figure applies to results with dims {dims}")

@@ -1,7 +1,8 @@
 """`locate`: rank every attention head and MLP by how much it carries the toxic-vs-benign difference.
 
-Runs activation patching, attribution patching or both over all heads and MLPs (all positions) and
-joins them into one table. :func:`write_locate` writes the table, the saved results and a JSON
+Runs any of the registered methods (:mod:`patching.methods`: activation, attribution, RelP, IG) over
+all heads and MLPs (all positions) and joins them into one table, with each gradient method's agreement
+with activation patching (:mod:`patching.agreement`). :func:`write_locate` writes the table, the saved results and a JSON
 summary into a directory (figures are added by the CLI, which sits above this package).
 """
 
@@ -25,42 +26,42 @@ from lens.io import json_safe
 from lens.metrics import Metric
 from lens.model import LensModel
 from lens.prompts import ContrastPairs
-from patching.activation import DEFINITION as ACTIVATION_DEFINITION
-from patching.activation import activation_patching
-from patching.attribution import DEFINITION as ATTRIBUTION_DEFINITION
-from patching.attribution import attribution_patching
+from patching.agreement import agreement_stats
+from patching.methods import METHODS, parse_methods, run_method
 from patching.result import PatchResult
 
-METHODS = ("activation", "attribution", "both")
-CSV_COLUMNS = [
-    "component",
-    "kind",
-    "layer",
-    "head",
-    "score_activation",
-    "score_attribution",
-    "ci_low",
-    "ci_high",
-    "rank",
-]
+BASE_COLUMNS = ["component", "kind", "layer", "head"]
+TAIL_COLUMNS = ["ci_low", "ci_high", "rank"]
 
 
 @dataclass
 class LocateResult:
-    activation: PatchResult | None
-    attribution: PatchResult | None
+    """One :class:`PatchResult` per method run (registry order), over every head and MLP."""
+
+    results: dict[str, PatchResult]
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
+    def activation(self) -> PatchResult | None:
+        return self.results.get("activation")
+
+    @property
+    def attribution(self) -> PatchResult | None:
+        return self.results.get("attribution")
+
+    @property
+    def primary_method(self) -> str:
+        """The method ranks come from: activation when it was run, else the first method run."""
+        if not self.results:
+            raise ToxlensError("locate result holds no method's result")
+        return "activation" if "activation" in self.results else next(iter(self.results))
+
+    @property
     def primary(self) -> PatchResult:
-        """The result ranks come from: activation when it was run, else attribution."""
-        result = self.activation or self.attribution
-        if result is None:
-            raise ToxlensError("locate result holds neither an activation nor an attribution result")
-        return result
+        return self.results[self.primary_method]
 
     def table(self) -> pd.DataFrame:
-        """One row per head and MLP with the columns of ``components.csv``, sorted by rank."""
+        """One row per head and MLP: ``component, kind, layer, head, score_<method>…, ci_low, ci_high, rank``."""
         primary = self.primary
         names = primary.names()
         parsed = [parse_component(n) for n in names]
@@ -72,33 +73,57 @@ class LocateResult:
                 "head": pd.array([c.head for c in parsed], dtype="Int64"),
             }
         )
-        for label, result in (("activation", self.activation), ("attribution", self.attribution)):
-            frame[f"score_{label}"] = result.mean.numpy() if result is not None else np.nan
+        for label, result in self.results.items():
+            frame[f"score_{label}"] = result.mean.numpy()
         frame["ci_low"] = primary.ci_low.numpy()
         frame["ci_high"] = primary.ci_high.numpy()
-        key = "score_activation" if self.activation is not None else "score_attribution"
+        key = f"score_{self.primary_method}"
         if not np.isfinite(frame[key].to_numpy(float)).all():
             raise ToxlensError(
                 f"{key} is not finite for {int((~np.isfinite(frame[key].to_numpy(float))).sum())} "
                 "component(s): mean m(toxic) equals mean m(benign), so the scores divide by zero"
             )
         frame["rank"] = frame[key].rank(ascending=False, method="first").astype(int)
-        return frame.sort_values("rank").reset_index(drop=True)[CSV_COLUMNS]
+        columns = BASE_COLUMNS + [f"score_{m}" for m in self.results] + TAIL_COLUMNS
+        return frame.sort_values("rank").reset_index(drop=True)[columns]
 
     def top_k(self, k: int = 10) -> pd.DataFrame:
         return self.table().head(k)
 
-    def pearson_r(self, kind: str | None = "head") -> float | None:
-        """Pearson r between attribution and activation scores (over heads by default; ``None``: all)."""
-        if self.activation is None or self.attribution is None:
+    def pearson_r(self, kind: str | None = "head", method: str = "attribution") -> float | None:
+        """Pearson r between ``method``'s and activation's scores (over heads by default; ``None``: all)."""
+        if "activation" not in self.results or method not in self.results:
             return None
+        return agreement_stats(self.table(), method, kind)["pearson"]
+
+    def agreement(self, forward_s: float | None = None) -> dict[str, Any]:
+        """For every gradient method run beside activation: Pearson and Spearman r against activation for
+        heads, MLPs and all components, top-10 overlap, and cost (seconds and forward-pass equivalents)."""
+        if "activation" not in self.results:
+            return {}
         table = self.table()
-        if kind is not None:
-            table = table[table["kind"] == kind]
-        x, y = table["score_activation"].to_numpy(float), table["score_attribution"].to_numpy(float)
-        if len(x) < 2 or x.std() == 0 or y.std() == 0:
-            return float("nan")
-        return float(np.corrcoef(x, y)[0, 1])
+        out: dict[str, Any] = {}
+        for method in self.results:
+            if not METHODS[method].gradient:
+                continue
+            stats: dict[str, Any] = {
+                kind_label: agreement_stats(table, method, kind)
+                for kind_label, kind in (("heads", "head"), ("mlps", "mlp"), ("all", None))
+            }
+            seconds = self.timings.get(f"{method}_s")
+            stats["cost"] = {
+                "seconds": seconds,
+                "forward_equivalents": seconds / forward_s if seconds and forward_s else None,
+                "nominal": METHODS[method].nominal_cost(
+                    self.results[method].metadata
+                    | {
+                        "ig_steps": self.results[method].metadata.get("steps", 5),
+                        "ig_mode": self.results[method].metadata.get("mode", "inputs"),
+                    }
+                ),
+            }
+            out[method] = stats
+        return out
 
 
 def locate(
@@ -108,24 +133,37 @@ def locate(
     method: str = "both",
     batch_size: int = 64,
     progress: bool = True,
+    settings: dict[str, Any] | None = None,
 ) -> LocateResult:
-    """Score every head and MLP with ``method`` (``activation``, ``attribution`` or ``both``)."""
-    if method not in METHODS:
-        raise ToxlensError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    """Score every head and MLP with each method of ``method`` (a comma-separated list of
+    ``activation, attribution, relp, ig``; ``both`` = activation + attribution; ``all``).
+
+    ``settings`` holds the methods' options (``ig_steps``, ``ig_mode``, ``relp_ah_rule``); they are
+    recorded in each result's metadata. ``timings`` gets ``<method>_s`` and ``forward_s`` (one plain
+    forward over every prompt of the pairs, for the cost in forward-pass equivalents).
+    """
+    names = parse_methods(method)
     check_separation(model, pairs, metric)
-    timings: dict[str, float] = {}
-    attribution = activation = None
-    if method in ("attribution", "both"):
+    timings: dict[str, float] = {"forward_s": time_one_forward(model, pairs)}
+    opts = {"batch_size": batch_size, "progress": progress, **(settings or {})}
+    results: dict[str, PatchResult] = {}
+    for name in names:
         t0 = time.perf_counter()
-        attribution = attribution_patching(model, pairs, metric, "components")
-        timings["attribution_s"] = time.perf_counter() - t0
-    if method in ("activation", "both"):
+        results[name] = run_method(name, model, pairs, metric, "components", opts)
+        timings[f"{name}_s"] = time.perf_counter() - t0
+    return LocateResult(results, timings)
+
+
+@torch.no_grad()
+def time_one_forward(model: LensModel, pairs: ContrastPairs, repeat: int = 2) -> float:
+    """Seconds of one plain forward over the benign prompts of all pairs (best of ``repeat``)."""
+    best = float("inf")
+    for _ in range(repeat):
         t0 = time.perf_counter()
-        activation = activation_patching(
-            model, pairs, metric, "components", batch_size=batch_size, progress=progress
-        )
-        timings["activation_s"] = time.perf_counter() - t0
-    return LocateResult(activation, attribution, timings)
+        for _length, idx in pairs.length_groups().items():
+            model.final_logits(pairs.tokens(idx, "benign").to(model.device))
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 @torch.no_grad()
@@ -178,8 +216,7 @@ def summary(
         "model": {"spec": model.spec, **info},
         "metric": {**metric.to_dict(), "averaged_over": "pairs"},
         "definitions": {
-            "activation": ACTIVATION_DEFINITION,
-            "attribution": ATTRIBUTION_DEFINITION,
+            **{m: METHODS[m].definition for m in METHODS},
             "ci": f"percentile bootstrap over pairs, {primary.metadata['n_boot']} resamples, "
             f"level {primary.metadata['ci_level']}, seed {primary.metadata['bootstrap_seed']}",
             "component_output": "head (l,h): blocks.l.attn.hook_z[:, :, h] at every position; "
@@ -199,11 +236,12 @@ def summary(
             "components": len(primary.names()),
             "pair_lengths": {str(k): len(v) for k, v in pairs.length_groups().items()},
         },
-        "methods": [
-            m for m, r in (("activation", result.activation), ("attribution", result.attribution)) if r
-        ],
+        "methods": list(result.results),
+        "primary_method": result.primary_method,
+        "method_settings": {m: _settings(r) for m, r in result.results.items()},
         "pearson_r_heads": _finite_or_none(result.pearson_r("head")),
         "pearson_r_all": _finite_or_none(result.pearson_r(None)),
+        "agreement_with_activation": result.agreement(result.timings.get("forward_s")),
         "top_k": result.top_k(top_k).astype(object).where(lambda f: f.notna(), None).to_dict("records"),
         "wall_time_s": timings,
         "versions": library_versions(),
@@ -213,12 +251,16 @@ def summary(
 def write_locate(result: LocateResult, directory: Path, info: dict[str, Any]) -> None:
     """Write components.csv, result.json and the saved results (``activation/``, ``attribution/``)."""
     result.table().to_csv(directory / "components.csv", index=False)
-    for label, res in (("activation", result.activation), ("attribution", result.attribution)):
-        if res is not None:
-            res.save(directory / label)
+    for label, res in result.results.items():
+        res.save(directory / label)
     (directory / "result.json").write_text(
         json.dumps(json_safe(info), indent=2, default=str, allow_nan=False)
     )
+
+
+def _settings(result: PatchResult) -> dict[str, Any]:
+    keys = ("batch_size", "steps", "mode", "rule", "max_rows", "rules", "ah_rule", "stabilizer")
+    return {k: result.metadata[k] for k in keys if k in result.metadata}
 
 
 def _finite_or_none(x: float | None) -> float | None:

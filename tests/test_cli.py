@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -103,7 +104,7 @@ def test_locate_writes_everything(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "pairs.jsonl", "words.txt"]
 
 
-def test_locate_single_method_leaves_other_column_empty(
+def test_locate_single_method_writes_only_its_column(
     model_dir: Path, words: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS)
@@ -126,7 +127,7 @@ def test_locate_single_method_leaves_other_column_empty(
     )
     assert code == 0, err
     table = pd.read_csv(tmp_path / "o" / "components.csv")
-    assert table["score_activation"].isna().all() and table["score_attribution"].notna().all()
+    assert "score_activation" not in table.columns and table["score_attribution"].notna().all()
     assert table.sort_values("rank")["score_attribution"].is_monotonic_decreasing
 
 
@@ -259,3 +260,73 @@ def test_tokens_lists_token_set(model_dir: Path, words: Path, capsys: pytest.Cap
     assert not set(BENIGN_WORDS) & {t["text"].strip() for t in data["tokens"]}
     code, out, _ = run(["tokens", "--model", str(model_dir), "--toxic-words", str(words)], capsys)
     assert code == 0 and "idiot" in out
+
+
+def test_locate_all_methods_records_agreement_and_cost(
+    model_dir: Path, words: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS)
+    out = tmp_path / "o"
+    args = ["locate", "--model", str(model_dir), "--pairs", str(pairs), "--toxic-words", str(words)]
+    code, stdout, err = run(
+        [
+            *args,
+            "--method",
+            "ig,relp,activation,attribution",
+            "--ig-steps",
+            "3",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    table = pd.read_csv(out / "components.csv")
+    scores = ["score_activation", "score_attribution", "score_relp", "score_ig"]
+    assert [c for c in table.columns if c.startswith("score_")] == scores  # registry order
+    assert table[scores].notna().all().all()
+    info = json.loads((out / "result.json").read_text())
+    assert info["methods"] == ["activation", "attribution", "relp", "ig"]
+    assert info["method_settings"]["ig"]["steps"] == 3 and info["method_settings"]["ig"]["mode"] == "inputs"
+    assert info["method_settings"]["relp"]["ah_rule"] is False
+    agreement = info["agreement_with_activation"]
+    assert set(agreement) == {"attribution", "relp", "ig"}
+    for method, stats in agreement.items():
+        for part, n in (("heads", 18), ("mlps", 3), ("all", 21)):
+            assert stats[part]["n"] == n
+            # Recomputed by hand from the written table.
+            sub = table if part == "all" else table[table["kind"] == part[:-1]]
+            r = float(np.corrcoef(sub["score_activation"], sub[f"score_{method}"])[0, 1])
+            assert stats[part]["pearson"] == pytest.approx(r, abs=1e-6)
+        assert 0 <= stats["all"]["top10_overlap"] <= 1
+        assert stats["cost"]["forward_equivalents"] > 0
+    assert info["pearson_r_heads"] == pytest.approx(agreement["attribution"]["heads"]["pearson"])
+    for name in ("attribution_vs_activation", "relp_vs_activation", "ig_vs_activation"):
+        assert (out / "figures" / f"{name}.html").is_file(), name
+    for method in ("relp", "ig"):
+        assert (out / method / "result.safetensors").is_file()
+        assert f"{method} vs activation Pearson r" in stdout
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--method", "activation,lrp"], "unknown method 'lrp'"),
+        (["--method", "activation,,ig"], "empty entry"),
+        (["--method", "ig", "--ig-steps", "0"], "--ig-steps must be >= 1, got 0"),
+    ],
+)
+def test_locate_bad_method_options(
+    model_dir: Path,
+    words: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    needle: str,
+) -> None:
+    pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS)
+    args = ["locate", "--model", str(model_dir), "--pairs", str(pairs), "--toxic-words", str(words)]
+    code, _, err = run([*args, *extra, "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and needle in err
+    assert not (tmp_path / "o").exists()

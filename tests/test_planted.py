@@ -20,6 +20,8 @@ from lens.model import LensModel
 from lens.prompts import ContrastPairs, parse_pairs
 from patching.activation import activation_patching
 from patching.attribution import attribution_patching
+from patching.ig import integrated_gradients
+from patching.relp import relevance_patching
 from patching.result import PatchResult
 
 KINDS = ["gpt2", "llama"]
@@ -57,10 +59,14 @@ def test_planted_circuit_ranks_first(tmp_path: Path, kind: str, head: tuple[int,
     chosen = chosen_names(head, mlp)
     activation = activation_patching(lm, pairs, metric, "components", progress=False)
     attribution = attribution_patching(lm, pairs, metric, "components")
+    relp = relevance_patching(lm, pairs, metric, "components")
+    relp_ah = relevance_patching(lm, pairs, metric, "components", ah_rule=True)
+    ig = integrated_gradients(lm, pairs, metric, "components", steps=5)
     # The planted circuit makes every toxic prompt clearly more toxic than its benign twin.
     assert bool((activation.m_toxic > activation.m_benign + 0.5).all())
     assert_circuit_on_top(activation, chosen)
-    assert_circuit_on_top(attribution, chosen)
+    for estimate in (attribution, relp, relp_ah, ig):
+        assert_circuit_on_top(estimate, chosen)
     # Hand-set, atypical weights: the fast sweep still equals the independent reference.
     raw = [(list(p.toxic_ids), list(p.benign_ids)) for p in pairs.pairs]
     expected = activation_reference(ref, raw, metric.ids.tolist(), "components")

@@ -19,7 +19,22 @@ def add_parser(sub: Any) -> None:
         "--pairs", default=None, help='JSONL contrast pairs: {"toxic": ..., "benign": ...} (or --texts)'
     )
     token_args(loc)
-    loc.add_argument("--method", default="both", choices=["attribution", "activation", "both"])
+    loc.add_argument(
+        "--method",
+        default="both",
+        help="comma-separated methods among activation, attribution, relp, ig (aliases: both = "
+        "activation,attribution; all). Ranks come from activation when it runs, else the first method",
+    )
+    loc.add_argument("--ig-steps", type=int, default=5, help="integrated gradients: interpolation steps m")
+    loc.add_argument(
+        "--ig-mode",
+        default="inputs",
+        choices=["inputs", "activations"],
+        help="integrated gradients: interpolate the embeddings (default) or each hook site's activation",
+    )
+    loc.add_argument(
+        "--relp-ah-rule", action="store_true", help="RelP: also detach the attention patterns (AH-rule)"
+    )
     loc.add_argument(
         "--metric",
         default="toxic-mass",
@@ -53,7 +68,11 @@ def run(args: argparse.Namespace) -> int:
     from lens.prompts import check_pair_lines, load_pairs, read_pair_lines
     from lens.tokens import read_words, toxic_token_set
     from patching.locate import locate, summary, write_locate
+    from patching.methods import parse_methods
 
+    methods = parse_methods(args.method)
+    if args.ig_steps < 1:
+        raise ToxlensError(f"--ig-steps must be >= 1, got {args.ig_steps}")
     if args.top_k < 1:
         raise ToxlensError(f"--top-k must be >= 1, got {args.top_k}")
     if args.batch_size < 1:
@@ -89,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
         tokens = toxic_token_set(model.tokenizer, args.toxic_words, args.multi_token)
         metric = ToxicLogMass(tokens.ids, tokens.to_dict())
     timings["prepare_inputs_s"] = time.perf_counter() - t0
-    result = locate(model, pairs, metric, args.method, args.batch_size, progress=not args.no_progress)
+    settings = {"ig_steps": args.ig_steps, "ig_mode": args.ig_mode, "relp_ah_rule": args.relp_ah_rule}
+    result = locate(model, pairs, metric, ",".join(methods), args.batch_size, not args.no_progress, settings)
     timings.update(result.timings)
     with atomic_directory(args.out, args.overwrite, inputs) as stage:
         t0 = time.perf_counter()
@@ -104,12 +124,16 @@ def run(args: argparse.Namespace) -> int:
             json.dumps(json_safe(info), indent=2, default=str, allow_nan=False)
         )
     top = result.top_k(args.top_k)
-    print(f"top {args.top_k} components ({'activation' if result.activation else 'attribution'} score):")
+    print(f"top {args.top_k} components ({result.primary_method} score):")
     print(top.to_string(index=False))
-    if info["pearson_r_heads"] is not None and info["pearson_r_all"] is not None:
-        print(
-            f"attribution vs activation Pearson r: heads {info['pearson_r_heads']:.3f}, "
-            f"all components {info['pearson_r_all']:.3f}"
-        )
+    for method, stats in info["agreement_with_activation"].items():
+        parts = [
+            f"{label} {stats[label]['pearson']:.3f}"
+            for label in ("heads", "mlps", "all")
+            if stats[label]["pearson"] is not None
+        ]
+        cost = stats["cost"]["forward_equivalents"]
+        tail = f"; cost {cost:.1f} forward passes" if cost is not None else ""
+        print(f"{method} vs activation Pearson r: {', '.join(parts)}{tail}")
     print(f"wrote {args.out}/components.csv, result.json, figures/")
     return 0
