@@ -171,3 +171,36 @@ def test_bad_arguments(tiny_pair: Any, ks: list[int], n_random: int, ranking: li
     pairs, metric = case(model)
     with pytest.raises(ToxlensError, match=needle):
         faithfulness(model, pairs, metric, ranking, ks, n_random, progress=False)
+
+
+class Boom(Exception):
+    pass
+
+
+class FailingMetric(ToxicLogMass):
+    """Raises on the n-th call: in the middle of the patched forwards, while the set hooks are attached."""
+
+    def __init__(self, ids: list[int], fail_at: int) -> None:
+        super().__init__(ids)
+        self.calls, self.fail_at = 0, fail_at
+
+    def __call__(self, logits: Any, pair_index: Any) -> Any:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise Boom
+        return super().__call__(logits, pair_index)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_exception_leaves_no_hooks(tiny_pair: Any, kind: str) -> None:
+    model, _ = tiny_pair(kind)
+    pairs, metric = case(model)
+    tokens = pairs.tokens([0], "benign")
+    before = model.final_logits(tokens)
+    hooks0 = count_hooks(model.bridge)
+    failing = FailingMetric(metric.ids.tolist(), fail_at=16)  # 6 separation + 6 clean calls, then the sets
+    with pytest.raises(Boom):
+        faithfulness(model, pairs, failing, RANKING, [2, 4], 3, batch_size=4, progress=False)
+    assert failing.calls == 16
+    assert count_hooks(model.bridge) == hooks0
+    assert torch.equal(model.final_logits(tokens), before)

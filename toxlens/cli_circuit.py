@@ -72,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         raise ToxlensError(f"--threshold must be in (0, 1], got {args.threshold}")
     kind = None if args.kind == "all" else args.kind
     ranking = read_ranking(args.from_dir, args.method)
+    check_model_spec(args.model)
+    check_same_model(ranking, spec=args.model)
     n = ranking.pool_size(kind)
     if n == 0:
         raise ToxlensError(f"--from {args.from_dir!r} ranks no component of kind {kind!r}")
@@ -79,8 +81,6 @@ def run(args: argparse.Namespace) -> int:
     check_pair_metric_inputs(args)
     inputs = [args.pairs, args.toxic_words, args.model, args.from_dir]
     check_output_dir(Path(args.out), args.overwrite, inputs)
-    check_model_spec(args.model)
-    check_same_model(ranking, spec=args.model)
     resolve_device(args.device)
     timings: dict[str, float] = {}
     t_all = t0 = time.perf_counter()
