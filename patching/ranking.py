@@ -38,6 +38,7 @@ class Ranking:
             "source": self.source,
             "column": self.column,
             "method": self.method,
+            "rank_from": self.column if self.method else _rank_column(info.get("methods")),
             "locate_model": info.get("model", {}),
             "locate_metric": info.get("metric"),
             "locate_methods": info.get("methods"),
@@ -115,6 +116,13 @@ def check_same_model(ranking: Ranking, model: LensModel | None = None, spec: str
             )
     for name in ranking.names:
         parse_component(name, model.n_layers, model.n_heads)
+
+
+def _rank_column(methods: Any) -> str | None:
+    """The score column a locate run ranked by: activation when it ran, else attribution."""
+    if not isinstance(methods, list) or not methods:
+        return None
+    return "score_activation" if "activation" in methods else f"score_{methods[0]}"
 
 
 def _norm(spec: str) -> str:

@@ -74,6 +74,7 @@ def test_circuit_writes_three_files(
     assert set(info["top_sets"][1]["components"]) == chosen_names()
     meta = info["metadata"]
     assert (meta["ks"], meta["n_random"], meta["seed"], meta["threshold"]) == ([1, 2, 5], 6, 2, 0.8)
+    assert meta["ranking_source"]["rank_from"] == "score_activation"
     assert meta["ranking_source"]["column"] == "rank" and meta["ranking_source"]["source"] == str(
         setup["loc"]
     )
