@@ -64,7 +64,9 @@ def main() -> None:
         parts = []
         for label, kind in (("heads", "head"), ("mlps", "mlp"), ("all", None)):
             s = agreement_stats(table, result.method, kind)
-            parts.append(f"{label} r={s['pearson']:.3f} rho={s['spearman']:.3f} top10={s['top10_overlap']:.1f}")
+            parts.append(
+                f"{label} r={s['pearson']:.3f} rho={s['spearman']:.3f} top10={s['top10_overlap']:.1f}"
+            )
         print(f"{name:12s} {'; '.join(parts)}; {seconds:.1f} s", flush=True)
 
 

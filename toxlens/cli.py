@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lens.errors import ToxlensError
-from toxlens import cli_edit, cli_evaluate, cli_generate, cli_locate, cli_probe, cli_tokens
+from toxlens import cli_circuit, cli_edit, cli_evaluate, cli_generate, cli_locate, cli_probe, cli_tokens
 
 # command name -> module with add_parser(sub) and run(args) -> int
 SUBCOMMANDS: dict[str, Any] = {
@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, Any] = {
     "generate": cli_generate,
     "evaluate": cli_evaluate,
     "edit": cli_edit,
+    "circuit": cli_circuit,
 }
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lens.errors import ToxlensError
-from toxlens.common import model_args, token_args
+from toxlens.common import check_pair_metric_inputs, model_args, pair_metric, pair_metric_args
 
 
 def add_parser(sub: Any) -> None:
@@ -18,7 +18,7 @@ def add_parser(sub: Any) -> None:
     loc.add_argument(
         "--pairs", default=None, help='JSONL contrast pairs: {"toxic": ..., "benign": ...} (or --texts)'
     )
-    token_args(loc)
+    pair_metric_args(loc)
     loc.add_argument(
         "--method",
         default="both",
@@ -35,15 +35,7 @@ def add_parser(sub: Any) -> None:
     loc.add_argument(
         "--relp-ah-rule", action="store_true", help="RelP: also detach the attention patterns (AH-rule)"
     )
-    loc.add_argument(
-        "--metric",
-        default="toxic-mass",
-        choices=["toxic-mass", "logit-diff"],
-        help="toxic-mass (default): log probability mass on the toxic token set at the last "
-        "position; logit-diff: per-pair toxic_target vs benign_target",
-    )
     loc.add_argument("--top-k", type=int, default=10)
-    loc.add_argument("--prepend-bos", action="store_true", help="put the BOS token in front of every prompt")
     loc.add_argument("--batch-size", type=int, default=64, help="rows per patched forward (speed only)")
     loc.add_argument("--out", required=True, help="output directory (written atomically)")
     loc.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
@@ -64,9 +56,7 @@ def run(args: argparse.Namespace) -> int:
         return run_texts(args)
     from lens.io import atomic_directory, check_output_dir, json_safe
     from lens.loading import check_model_spec, load_model, resolve_device
-    from lens.metrics import ToxicLogMass, logit_diff_from_pairs
-    from lens.prompts import check_pair_lines, load_pairs, read_pair_lines
-    from lens.tokens import read_words, toxic_token_set
+    from lens.prompts import load_pairs
     from patching.locate import locate, summary, write_locate
     from patching.methods import parse_methods
 
@@ -77,21 +67,7 @@ def run(args: argparse.Namespace) -> int:
         raise ToxlensError(f"--top-k must be >= 1, got {args.top_k}")
     if args.batch_size < 1:
         raise ToxlensError(f"--batch-size must be >= 1, got {args.batch_size}")
-    objs = check_pair_lines(read_pair_lines(args.pairs), args.pairs)
-    if args.metric == "logit-diff":
-        for number, obj in objs:
-            where = f"{args.pairs}, line {number}"
-            if "toxic_target" not in obj or "benign_target" not in obj:
-                raise ToxlensError(
-                    f"{where}: --metric logit-diff needs fields 'toxic_target' and 'benign_target'"
-                )
-            if obj["toxic_target"] == obj["benign_target"]:
-                raise ToxlensError(
-                    f"{where}: toxic_target and benign_target are both {obj['toxic_target']!r}; "
-                    "expected two different tokens (the logit difference would be 0)"
-                )
-    if args.toxic_words is not None:
-        read_words(args.toxic_words)
+    check_pair_metric_inputs(args)
     inputs = [args.pairs, args.toxic_words, args.model]
     check_output_dir(Path(args.out), args.overwrite, inputs)
     check_model_spec(args.model)
@@ -102,11 +78,7 @@ def run(args: argparse.Namespace) -> int:
     timings["load_model_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     pairs = load_pairs(args.pairs, model, prepend_bos=args.prepend_bos)
-    if args.metric == "logit-diff":
-        metric: Any = logit_diff_from_pairs(pairs, model.tokenizer)
-    else:
-        tokens = toxic_token_set(model.tokenizer, args.toxic_words, args.multi_token)
-        metric = ToxicLogMass(tokens.ids, tokens.to_dict())
+    metric = pair_metric(args, model, pairs)
     timings["prepare_inputs_s"] = time.perf_counter() - t0
     settings = {"ig_steps": args.ig_steps, "ig_mode": args.ig_mode, "relp_ah_rule": args.relp_ah_rule}
     result = locate(model, pairs, metric, ",".join(methods), args.batch_size, not args.no_progress, settings)

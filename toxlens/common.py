@@ -150,3 +150,50 @@ def parse_edit_params(items: list[str] | None) -> dict[str, dict[str, Any]]:
     for method, params in out.items():
         get_method(method).resolve(params)
     return out
+
+
+def pair_metric_args(p: argparse.ArgumentParser) -> None:
+    """``--metric`` and ``--prepend-bos`` for commands scoring contrast pairs (plus :func:`token_args`)."""
+    token_args(p)
+    p.add_argument(
+        "--metric",
+        default="toxic-mass",
+        choices=["toxic-mass", "logit-diff"],
+        help="toxic-mass (default): log probability mass on the toxic token set at the last "
+        "position; logit-diff: per-pair toxic_target vs benign_target",
+    )
+    p.add_argument("--prepend-bos", action="store_true", help="put the BOS token in front of every prompt")
+
+
+def check_pair_metric_inputs(args: argparse.Namespace) -> None:
+    """Validate ``--pairs`` (and, for ``--metric logit-diff``, its targets) and ``--toxic-words`` before
+    any model is loaded."""
+    from lens.prompts import check_pair_lines, read_pair_lines
+    from lens.tokens import read_words
+
+    objs = check_pair_lines(read_pair_lines(args.pairs), args.pairs)
+    if args.metric == "logit-diff":
+        for number, obj in objs:
+            where = f"{args.pairs}, line {number}"
+            if "toxic_target" not in obj or "benign_target" not in obj:
+                raise ToxlensError(
+                    f"{where}: --metric logit-diff needs fields 'toxic_target' and 'benign_target'"
+                )
+            if obj["toxic_target"] == obj["benign_target"]:
+                raise ToxlensError(
+                    f"{where}: toxic_target and benign_target are both {obj['toxic_target']!r}; "
+                    "expected two different tokens (the logit difference would be 0)"
+                )
+    if args.toxic_words is not None:
+        read_words(args.toxic_words)
+
+
+def pair_metric(args: argparse.Namespace, model: Any, pairs: Any) -> Any:
+    """The :class:`lens.metrics.Metric` chosen by ``--metric`` (``--toxic-words``, ``--multi-token``)."""
+    from lens.metrics import ToxicLogMass, logit_diff_from_pairs
+    from lens.tokens import toxic_token_set
+
+    if args.metric == "logit-diff":
+        return logit_diff_from_pairs(pairs, model.tokenizer)
+    tokens = toxic_token_set(model.tokenizer, args.toxic_words, args.multi_token)
+    return ToxicLogMass(tokens.ids, tokens.to_dict())
