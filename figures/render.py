@@ -6,7 +6,8 @@
 
 * ``heads_heatmap.html`` and ``mlp_bar.html`` of the activation result (else the attribution one),
   plus ``attribution_heads_heatmap.html`` / ``attribution_mlp_bar.html`` when both exist;
-* ``<method>_vs_activation.html`` for every gradient method (attribution, relp, ig) run beside activation;
+* ``<method>_vs_activation.html`` for every gradient method (attribution, relp, ig) run beside activation,
+  and ``agreement.html`` with one panel per gradient method;
 * ``resid_pos_heatmap.html`` for ``(layer, pos)`` results.
 
 Everything is loaded and drawn before anything is written, so a bad input writes nothing.
@@ -21,6 +22,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from figures._grid import cell_table
+from figures.agreement import agreement_figure
 from figures.plots import attribution_scatter, heads_heatmap, mlp_bar, resid_pos_heatmap, write_figures
 from lens.errors import ToxlensError
 from patching.result import PatchResult
@@ -61,9 +63,11 @@ def figures_for(results: dict[str, PatchResult]) -> dict[str, go.Figure]:
         prefix = "" if key == primary else f"{key}_"
         figs.update({prefix + name: fig for name, fig in _single(result).items()})
     if "activation" in results:
-        for method in METHODS[1:]:
-            if method in results:
-                figs[f"{method}_vs_activation"] = attribution_scatter(results["activation"], results[method])
+        gradient = [results[m] for m in METHODS[1:] if m in results]
+        for result in gradient:
+            figs[f"{result.method}_vs_activation"] = attribution_scatter(results["activation"], result)
+        if gradient and results["activation"].dims == ("component",):
+            figs["agreement"] = agreement_figure(results["activation"], gradient)
     if not figs:
         dims = {key: r.dims for key, r in results.items()}
         raise ToxlensError(f"no figure applies to results with dims {dims}")

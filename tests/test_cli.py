@@ -302,7 +302,7 @@ def test_locate_all_methods_records_agreement_and_cost(
         assert 0 <= stats["all"]["top10_overlap"] <= 1
         assert stats["cost"]["forward_equivalents"] > 0
     assert info["pearson_r_heads"] == pytest.approx(agreement["attribution"]["heads"]["pearson"])
-    for name in ("attribution_vs_activation", "relp_vs_activation", "ig_vs_activation"):
+    for name in ("attribution_vs_activation", "relp_vs_activation", "ig_vs_activation", "agreement"):
         assert (out / "figures" / f"{name}.html").is_file(), name
     for method in ("relp", "ig"):
         assert (out / method / "result.safetensors").is_file()
