@@ -96,6 +96,17 @@ def test_locate_and_generate_split_equal_one_device(
     rec_one, rec_split = json.loads(out_one), json.loads(out_split)
     assert rec_split["tokens"] == rec_one["tokens"]
     assert rec_split["settings"]["device_map"] and rec_one["settings"]["device_map"] is None
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("you are a\nwhat a\n")
+    ev = ["evaluate", "--model", model, "--prompts", str(prompts), "--samples", "1", "--max-new-tokens", "3",
+          "--conditions", "none", "--perplexity-text", str(prompts)]  # fmt: skip
+    assert cli([*ev, "--device", "cpu", "--out", str(tmp_path / "ev_one")], capsys)[0] == 0
+    code, _, err = cli([*ev, *split_flags, "--out", str(tmp_path / "ev_split")], capsys)
+    assert code == 0, err
+    config = json.loads((tmp_path / "ev_split" / "config.json").read_text())
+    assert set(config["model"]["device_map"].values()) == {"cpu", "disk"}
+    samples = [(tmp_path / d / "samples.jsonl").read_text() for d in ("ev_one", "ev_split")]
+    assert samples[0] == samples[1]  # same tokens, same scores (summary.csv differs only in timings)
 
 
 def test_parse_max_memory() -> None:
