@@ -172,7 +172,7 @@ def load_model(
     With ``device_map`` (``auto``, ``balanced``, ...; needs accelerate) the model is spread over the
     devices instead, each capped by ``max_memory`` (``"0=20GiB,cpu=64GiB"``); see :mod:`lens.placement`.
     """
-    from lens.placement import check_device_map, parse_max_memory
+    from lens.placement import check_device_map, placement_kwargs
 
     if dtype not in DTYPES:
         raise ToxlensError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}")
@@ -182,13 +182,7 @@ def load_model(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "attn_implementation": "eager"}
-    offload = None
-    if device_map is not None:
-        offload = tempfile.TemporaryDirectory(prefix="toxlens-offload-")
-        kwargs["device_map"] = device_map
-        kwargs["offload_folder"] = offload.name
-        if max_memory is not None:
-            kwargs["max_memory"] = parse_max_memory(max_memory)
+    offload = placement_kwargs(device_map, max_memory, kwargs)
     path = Path(spec).expanduser()
     kind = check_model_spec(spec)
     if kind in ("smollm2", "gguf"):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import tempfile
 from typing import Any
 
 import torch
@@ -64,6 +65,21 @@ def check_device_map(device_map: str | None, device: str | None, max_memory: str
         )
     if max_memory is not None:
         parse_max_memory(max_memory)
+
+
+def placement_kwargs(
+    device_map: str | None, max_memory: str | None, kwargs: dict[str, Any]
+) -> tempfile.TemporaryDirectory[str] | None:
+    """Add ``device_map``, ``max_memory`` and ``offload_folder`` to ``from_pretrained``'s ``kwargs``;
+    returns the offload folder (to be kept alive with the model), ``None`` without a device map."""
+    if device_map is None:
+        return None
+    offload = tempfile.TemporaryDirectory(prefix="toxlens-offload-")
+    kwargs["device_map"] = device_map
+    kwargs["offload_folder"] = offload.name
+    if max_memory is not None:
+        kwargs["max_memory"] = parse_max_memory(max_memory)
+    return offload
 
 
 def parse_max_memory(text: str) -> dict[int | str, int]:
