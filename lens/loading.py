@@ -160,15 +160,29 @@ def smollm2_path() -> Path:
     return path
 
 
-def load_model(spec: str = "gpt2", device: str | None = None, dtype: str = "float32") -> LensModel:
-    """Load ``spec`` (see module docstring) on ``device`` (default: CUDA if available) in ``dtype``."""
+def load_model(
+    spec: str = "gpt2",
+    device: str | None = None,
+    dtype: str = "float32",
+    device_map: str | None = None,
+    max_memory: str | None = None,
+) -> LensModel:
+    """Load ``spec`` (see module docstring) on ``device`` (default: CUDA if available) in ``dtype``.
+
+    With ``device_map`` (``auto``, ``balanced``, ...; needs accelerate) the model is spread over the
+    devices instead, each capped by ``max_memory`` (``"0=20GiB,cpu=64GiB"``); see :mod:`lens.placement`.
+    """
+    from lens.placement import check_device_map, placement_kwargs
+
     if dtype not in DTYPES:
         raise ToxlensError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}")
     torch_dtype = DTYPES[dtype]
+    check_device_map(device_map, device, max_memory)
     dev = resolve_device(device)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "attn_implementation": "eager"}
+    offload = placement_kwargs(device_map, max_memory, kwargs)
     path = Path(spec).expanduser()
     kind = check_model_spec(spec)
     if kind in ("smollm2", "gguf"):
@@ -188,8 +202,11 @@ def load_model(spec: str = "gpt2", device: str | None = None, dtype: str = "floa
         raise ToxlensError(
             f"model {spec!r}: its tokenizer is empty (no vocabulary); expected tokenizer files"
         )
-    hf_model = hf_model.to(dev)  # type: ignore[arg-type]
-    return from_hf(hf_model.eval(), tokenizer, spec)
+    if device_map is None:
+        hf_model = hf_model.to(dev)  # type: ignore[arg-type]
+    model = from_hf(hf_model.eval(), tokenizer, spec)
+    model.offload_dir = offload  # the disk-offloaded weights live as long as the model
+    return model
 
 
 def from_hf(hf_model: Any, tokenizer: Any, spec: str) -> LensModel:

@@ -23,6 +23,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from lens.errors import ToxlensError
+from lens.placement import device_map_info, input_device
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class ModelInfo:
     n_ctx: int
     dtype: str
     device: str
+    device_map: dict[str, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,8 +78,10 @@ class LensModel:
             d_vocab=int(cfg.d_vocab),
             n_ctx=int(cfg.n_ctx),
             dtype=str(next(bridge.original_model.parameters()).dtype).replace("torch.", ""),
-            device=str(next(bridge.original_model.parameters()).device),
+            device=str(input_device(bridge.original_model)),
+            device_map=device_map_info(bridge.original_model),
         )
+        self.offload_dir: Any = None
 
     # -- basic facts -------------------------------------------------------------------------
     @property

@@ -16,6 +16,8 @@ from toxlens.common import (
     check_model_early,
     check_seed,
     check_steer_vector_spec,
+    device_map_args,
+    load_from_args,
     parse_edit_params,
 )
 
@@ -104,6 +106,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--model", default="gpt2")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    device_map_args(p)
     p.add_argument(
         "--prompts", required=True, help=".txt (one prompt per line) or .jsonl with a 'prompt' field"
     )
@@ -187,7 +190,6 @@ def run(args: argparse.Namespace) -> int:
     from interventions.scoring import get_scorer, parse_scorers
     from interventions.steering import vector_from_spec
     from lens.io import atomic_directory, check_output_dir
-    from lens.loading import load_model
     from lens.probe import Probe
     from lens.textfiles import read_prompts, read_text_source
 
@@ -241,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
     )
     check_model_early(args, {"--steer-layer": args.steer_layer, "--correct-layer": args.correct_layer})
     t0 = time.perf_counter()
-    model = load_model(args.model, args.device, args.dtype)
+    model = load_from_args(args)
     if args.steer_vector == "probe" and probe is None:
         raise ToxlensError("--steer-vector probe needs --probe DIR")
     # None: the conditions fall back to the probe's direction

@@ -18,6 +18,8 @@ from toxlens.common import (
     check_model_early,
     check_seed,
     check_steer_vector_spec,
+    device_map_args,
+    load_from_args,
     model_args,
 )
 
@@ -49,6 +51,7 @@ def add_parser(sub: Any) -> None:
         description="Prints the continuation of every --prompt (with --json: one JSON object per line).",
     )
     model_args(p)
+    device_map_args(p)
     p.add_argument("--prompt", action="append", required=True, help="a prompt (repeat for several)")
     p.add_argument("--max-new-tokens", type=int, required=True, help="tokens to generate per prompt")
     p.add_argument(
@@ -209,10 +212,9 @@ def run(args: argparse.Namespace) -> int:
             )
 
     from interventions.generate import generate
-    from lens.loading import load_model
 
     check_model_early(args, {"--steer-layer": args.steer_layer, "--correct-layer": args.correct_layer})
-    model = load_model(args.model, args.device, args.dtype)
+    model = load_from_args(args)
     if probe is not None and probe.weight.shape[0] != model.info.d_model:
         raise ToxlensError(
             f"probe {args.probe!r} has d_model {probe.weight.shape[0]} but model {args.model!r} has "
@@ -237,6 +239,9 @@ def run(args: argparse.Namespace) -> int:
         "model": args.model,
         "device": str(model.device),
         "dtype": args.dtype,
+        "device_map": model.info.device_map,
+        "max_memory": args.max_memory,
+        "model_info": model.info.to_dict(),
         "max_new_tokens": args.max_new_tokens,
         "seed": args.seed,
         "sampling": sampling.to_dict(),

@@ -9,12 +9,21 @@ from pathlib import Path
 from typing import Any
 
 from lens.errors import ToxlensError
-from toxlens.common import check_pair_metric_inputs, model_args, pair_metric, pair_metric_args
+from toxlens.common import (
+    check_device_map_args,
+    check_pair_metric_inputs,
+    device_map_args,
+    load_from_args,
+    model_args,
+    pair_metric,
+    pair_metric_args,
+)
 
 
 def add_parser(sub: Any) -> None:
     loc = sub.add_parser("locate", help="rank every attention head and MLP by its toxic effect")
     model_args(loc)
+    device_map_args(loc)
     loc.add_argument(
         "--pairs", default=None, help='JSONL contrast pairs: {"toxic": ..., "benign": ...} (or --texts)'
     )
@@ -55,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
         return run_texts(args)
     from lens.io import atomic_directory, check_output_dir, json_safe
-    from lens.loading import check_model_spec, load_model, resolve_device
+    from lens.loading import check_model_spec, resolve_device
     from lens.prompts import load_pairs
     from patching.locate import locate, summary, write_locate
     from patching.methods import parse_methods
@@ -72,9 +81,10 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(Path(args.out), args.overwrite, inputs)
     check_model_spec(args.model)
     resolve_device(args.device)
+    check_device_map_args(args)
     timings: dict[str, float] = {}
     t_all = t0 = time.perf_counter()
-    model = load_model(args.model, args.device, args.dtype)
+    model = load_from_args(args)
     timings["load_model_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     pairs = load_pairs(args.pairs, model, prepend_bos=args.prepend_bos)

@@ -85,13 +85,14 @@ def run_texts(args: argparse.Namespace) -> int:
     from lens.io import atomic_directory, check_output_dir
     from lens.loading import check_model_spec, resolve_device
     from lens.probe import load_labelled
-    from toxlens.common import file_sha256, select_rows
+    from toxlens.common import check_device_map_args, file_sha256, load_from_args, select_rows
 
     positive, negative = check_text_args(args)
     inputs = [args.texts, args.toxic_words, args.model]
     check_output_dir(Path(args.out), args.overwrite, inputs)
     check_model_spec(args.model)
     resolve_device(args.device)
+    check_device_map_args(args)
     texts, labels = load_labelled(args.texts, args.text_col, args.label_col, positive, negative)
     keep = select_rows(labels, args.limit, args.balance, args.seed)
     texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
@@ -101,13 +102,12 @@ def run_texts(args: argparse.Namespace) -> int:
             f"{args.texts}: the selected texts have {n_pos} toxic and {len(labels) - n_pos} non-toxic rows "
             f"(labels {positive} toxic); expected at least 2 of each class"
         )
-    from lens.loading import load_model
     from lens.tokens import toxic_token_set
     from patching.neurons import rank_from_texts
 
     timings: dict[str, float] = {}
     t_all = t0 = time.perf_counter()
-    model = load_model(args.model, args.device, args.dtype)
+    model = load_from_args(args)
     timings["load_model_s"] = time.perf_counter() - t0
     tokens = toxic_token_set(model.tokenizer, args.toxic_words, args.multi_token)
     say = (lambda m: None) if args.no_progress else (lambda m: print(f"[locate] {m}", file=sys.stderr))

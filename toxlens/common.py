@@ -22,6 +22,43 @@ def model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
 
 
+def device_map_args(p: argparse.ArgumentParser) -> None:
+    """``--device-map`` and ``--max-memory``: spread a model too large for one device (needs accelerate)."""
+    from lens.placement import DEVICE_MAPS
+
+    p.add_argument(
+        "--device-map",
+        default=None,
+        choices=list(DEVICE_MAPS),
+        help="spread the model over GPUs, CPU and disk with accelerate (instead of --device)",
+    )
+    p.add_argument(
+        "--max-memory",
+        default=None,
+        metavar="DEV=SIZE,...",
+        help="with --device-map: per-device caps, e.g. 0=20GiB,cpu=64GiB (keys: CUDA index, cpu, mps)",
+    )
+
+
+def check_device_map_args(args: argparse.Namespace) -> None:
+    from lens.placement import check_device_map
+
+    check_device_map(getattr(args, "device_map", None), args.device, getattr(args, "max_memory", None))
+
+
+def load_from_args(args: argparse.Namespace) -> Any:
+    """:func:`lens.loading.load_model` with --model, --device, --dtype (and --device-map, --max-memory)."""
+    from lens.loading import load_model
+
+    return load_model(
+        args.model,
+        args.device,
+        args.dtype,
+        device_map=getattr(args, "device_map", None),
+        max_memory=getattr(args, "max_memory", None),
+    )
+
+
 def token_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--toxic-words",
@@ -88,6 +125,7 @@ def check_model_early(args: argparse.Namespace, layers: dict[str, int | None] | 
 
     check_model_spec(args.model)
     resolve_device(args.device)
+    check_device_map_args(args)
     n_layers = peek_n_layers(args.model)
     for flag, layer in (layers or {}).items():
         if layer is None:
