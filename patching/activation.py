@@ -10,8 +10,13 @@ How it is fast, and exact:
 * pairs are grouped by token length, so no padding ever enters a forward pass;
 * the benign run is executed block by block once and its residual stream entering every block is
   kept; a patch at layer l resumes from that residual at block l — blocks 0..l-1 are never re-run;
-* all patches of a layer, for all pairs of a group, are stacked along the batch (``batch_size`` rows
-  per forward), each row patched through the TransformerLens hook of that layer;
+* prefix sharing (:mod:`patching.prefix`): within a length group, pairs are grouped by their first
+  differing token d; positions before d are identical in both runs (causal attention), so a patch
+  there is a no-op (its score is m(benign) without a forward) and every patched forward runs only on
+  positions d.., reading the prefix's keys/values from a fresh cache;
+* staircase batching (:mod:`patching.staircase`): the rows of a group (one per pair and patch, at most
+  ``batch_size`` per forward) go through the blocks once, the batch growing as each layer's rows join
+  with their patch applied through per-row masks;
 * only the activations the sweep needs are cached from the toxic run, and only the final position
   is unembedded.
 """
@@ -38,6 +43,11 @@ from patching.targets import Patch, SweepSpec, sweep_spec
 DEFINITION = (
     "score(c) = (mean_i m(benign_i with c's activation from toxic_i) - mean_i m(benign_i)) "
     "/ (mean_i m(toxic_i) - mean_i m(benign_i))"
+)
+SPEED_SCHEME = (
+    "groups by (length, first differing token d); patches before d are no-ops; patched forwards run on "
+    "positions d.. with the prefix keys/values cached; staircase batches (rows join at their patch's layer, "
+    "per-row masks), at most batch_size rows per forward"
 )
 
 
@@ -147,7 +157,7 @@ def activation_patching(
         pairs,
         metric,
         timings,
-        {"definition": DEFINITION, "batch_size": batch_size},
+        {"definition": DEFINITION, "batch_size": batch_size, "speed_scheme": SPEED_SCHEME},
     )
 
 
