@@ -7,8 +7,8 @@ Face ``DynamicCache`` built fresh for every forward (the prefix tensors themselv
 the cache concatenates into new tensors).
 
 With transformers 5.2x the decoder layer hands its cache to the attention as ``cache=`` while the
-TransformerLens attention bridges read ``past_key_values=``; :func:`interventions.decoding.cache_shim`
-is the one place that bridges this and is reused here.
+TransformerLens attention bridges read ``past_key_values=``; :func:`lens.kv_cache.cache_shim`
+(also used by the decoding loop) is the one place that bridges this and is reused here.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from interventions.decoding import cache_kwarg, cache_shim
 from lens.errors import ToxlensError
+from lens.kv_cache import cache_kwarg, cache_shim
 from lens.model import LensModel, Prepared
 
 
