@@ -47,8 +47,17 @@ DEFINITION = (
 SPEED_SCHEME = (
     "groups by (length, first differing token d); patches before d are no-ops; patched forwards run on "
     "positions d.. with the prefix keys/values cached; staircase batches (rows join at their patch's layer, "
-    "per-row masks), at most batch_size rows per forward"
+    "per-row masks), at most batch_size rows and max_tokens_per_forward tokens (rows x prompt length) per forward"
 )
+BATCH_SIZE = 1024  # default rows per patched forward: big batches keep the matmuls efficient
+MAX_TOKENS = 65536  # memory cap: rows x prompt length per patched forward
+
+
+def balanced(items: list[int], cap: int) -> list[list[int]]:
+    """``items`` cut into the fewest chunks of at most ``cap``, of (nearly) equal size."""
+    n_chunks = -(-len(items) // cap)
+    size = -(-len(items) // max(1, n_chunks))
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def capture(
@@ -76,7 +85,7 @@ def run_patches(
     pairs: ContrastPairs,
     metric: Metric,
     patches: list[Patch],
-    batch_size: int = 64,
+    batch_size: int = BATCH_SIZE,
     progress: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor, dict[str, float]]:
     """Metric under each patch, per pair: returns ``patched [pair, patch]``, ``m_toxic``, ``m_benign``, timings."""
@@ -117,8 +126,7 @@ def run_patches(
                 for a, j in noop:  # a patch before the first difference changes nothing
                     patched[idx[local[a]], j] = m_benign[idx[local[a]]]
                 order = sorted(range(len(rows)), key=lambda r: rows[r].layer)
-                for start in range(0, len(order), batch_size):
-                    part = order[start : start + batch_size]
+                for part in balanced(order, min(batch_size, max(1, MAX_TOKENS // length))):
                     final = run_chunk(model, g, [rows[r] for r in part])
                     ids = pair_ids[torch.tensor([local[rows[r].pair] for r in part], device=model.device)]
                     values = metric(model.logits_at(final), ids).float().cpu()
@@ -136,7 +144,7 @@ def activation_patching(
     pairs: ContrastPairs,
     metric: Metric,
     target: str = "components",
-    batch_size: int = 64,
+    batch_size: int = BATCH_SIZE,
     progress: bool = True,
 ) -> PatchResult:
     """Activation-patching sweep over ``target`` (``components``, ``heads``, ``mlps``,
@@ -157,7 +165,12 @@ def activation_patching(
         pairs,
         metric,
         timings,
-        {"definition": DEFINITION, "batch_size": batch_size, "speed_scheme": SPEED_SCHEME},
+        {
+            "definition": DEFINITION,
+            "batch_size": batch_size,
+            "max_tokens_per_forward": MAX_TOKENS,
+            "speed_scheme": SPEED_SCHEME,
+        },
     )
 
 

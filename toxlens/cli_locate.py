@@ -29,7 +29,12 @@ def add_parser(sub: Any) -> None:
     )
     loc.add_argument("--top-k", type=int, default=10)
     loc.add_argument("--prepend-bos", action="store_true", help="put the BOS token in front of every prompt")
-    loc.add_argument("--batch-size", type=int, default=64, help="rows per patched forward (speed only)")
+    loc.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="rows per patched forward (speed only; default 1024 with --pairs, 64 texts with --texts)",
+    )
     loc.add_argument("--out", required=True, help="output directory (written atomically)")
     loc.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     loc.add_argument("--no-progress", action="store_true")
@@ -43,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
         raise ToxlensError(
             "locate needs exactly one of --pairs FILE (contrast pairs) or --texts FILE (labelled texts)"
         )
+    if args.batch_size is None:
+        args.batch_size = 1024 if args.pairs is not None else 64
     if args.texts is not None:
         from toxlens.cli_locate_texts import run_texts
 
