@@ -18,6 +18,8 @@ process (default: torch's own); on a shared, busy CPU one thread avoids spin-wai
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -77,7 +79,6 @@ def main() -> None:
     ap.add_argument("--no-tl-process", action="store_true", help="skip TransformerLens's whole process")
     ap.add_argument("--tl-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    os.environ["TQDM_DISABLE"] = "1"  # TransformerLens's own per-head progress bar
     env = dict(os.environ)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -128,7 +129,8 @@ def main() -> None:
     with torch.no_grad():  # warm-up (first-call set-up inside the bridge)
         model.final_logits(pairs.tokens(next(iter(pairs.length_groups().values()))[:1], "benign"))
     t0 = time.perf_counter()
-    tl = tl_head_sweep(model, pairs, metric)
+    with contextlib.redirect_stderr(io.StringIO()):  # TransformerLens's own per-head progress bar
+        tl = tl_head_sweep(model, pairs, metric)
     t_tl = time.perf_counter() - t0
     # (c) toxlens patching only
     t0 = time.perf_counter()
