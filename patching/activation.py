@@ -38,7 +38,7 @@ from lens.model import LensModel, Prepared
 from lens.prompts import ContrastPairs
 from patching.result import PatchResult
 from patching.staircase import Full, by_first_difference, group_inputs, run_chunk, suffix_rows
-from patching.targets import Patch, SweepSpec, sweep_spec
+from patching.targets import Patch, SweepSpec, position_classes, sweep_spec
 
 DEFINITION = (
     "score(c) = (mean_i m(benign_i with c's activation from toxic_i) - mean_i m(benign_i)) "
@@ -49,6 +49,13 @@ SPEED_SCHEME = (
     "positions d.. with the prefix keys/values cached; staircase batches (rows join at their patch's layer, "
     "per-row masks), at most batch_size rows and max_tokens_per_forward tokens (rows x prompt length) per forward"
 )
+POSITIONS = {
+    "components": "all",
+    "heads": "all",
+    "mlps": "all",
+    "components_by_class": "per pair: diff (tokens differ), after (other positions after the first "
+    "difference), final (last position when not a diff position)",
+}
 BATCH_SIZE = 1024  # default rows per patched forward: big batches keep the matmuls efficient
 MAX_TOKENS = 65536  # memory cap: rows x prompt length per patched forward
 
@@ -122,7 +129,11 @@ def run_patches(
                 g = group_inputs(model, full, local, d)
                 timings["cache_s"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
-                rows, cols, noop = suffix_rows(patches, len(local), d, length)
+                classes = None
+                if any(p.pos_class is not None for p in patches):
+                    members = [pairs.pairs[idx[a]] for a in local]
+                    classes = [position_classes(m.toxic_ids, m.benign_ids) for m in members]
+                rows, cols, noop = suffix_rows(patches, len(local), d, length, classes)
                 for a, j in noop:  # a patch before the first difference changes nothing
                     patched[idx[local[a]], j] = m_benign[idx[local[a]]]
                 order = sorted(range(len(rows)), key=lambda r: rows[r].layer)
@@ -203,7 +214,7 @@ def build_result(
             "prepend_bos": pairs.prepend_bos,
             "lengths": {str(k): len(v) for k, v in pairs.length_groups().items()},
         },
-        "positions": "all" if spec.target in ("components", "heads", "mlps") else "one per cell",
+        "positions": POSITIONS.get(spec.target, "one per cell"),
         "timings": timings,
         **extra,
     }

@@ -184,19 +184,29 @@ def group_inputs(model: LensModel, full: Full, local: list[int], d: int) -> Grou
 
 
 def suffix_rows(
-    patches: list[Patch], n_pairs: int, d: int, length: int
+    patches: list[Patch],
+    n_pairs: int,
+    d: int,
+    length: int,
+    classes: list[dict[str, tuple[int, ...]]] | None = None,
 ) -> tuple[list[Row], list[int], list[tuple[int, int]]]:
     """Rows to run (with each row's patch column) and the ``(pair, column)`` no-ops: patches that sit
-    only before the first difference ``d`` (or pairs whose tokens never differ)."""
+    only before the first difference ``d``, empty position classes, or pairs whose tokens never differ.
+    ``classes[a]`` holds pair ``a``'s position classes (absolute positions) for ``pos_class`` patches."""
     rows: list[Row] = []
     cols: list[int] = []
     noop: list[tuple[int, int]] = []
     for a in range(n_pairs):
         for j, p in enumerate(patches):
-            if d >= length or (p.pos is not None and p.pos < d):
+            absolute: tuple[int, ...] | None = None if p.pos is None else (p.pos,)
+            if p.pos_class is not None:
+                if classes is None:
+                    raise ToxlensError(f"patch {p} needs the pairs' position classes")
+                absolute = classes[a][p.pos_class]
+            if d >= length or (absolute is not None and all(q < d for q in absolute)):
                 noop.append((a, j))
                 continue
-            positions = None if p.pos is None else (p.pos - d,)
+            positions = None if absolute is None else tuple(q - d for q in absolute if q >= d)
             rows.append(Row(a, p.layer, p.site, p.hook_name, p.head, positions))
             cols.append(j)
     return rows, cols, noop
