@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,6 +18,7 @@ from interventions.sampling import Sampling, word_starts
 from interventions.steering import Steer
 from lens.errors import ToxlensError
 from lens.hooks import attach, resid_pre_name
+from lens.kv_cache import cache_kwarg, cache_shim
 from lens.model import LensModel
 from lens.probe import HOOKS, Probe
 
@@ -46,19 +46,6 @@ class Row:
     @property
     def length(self) -> int:
         return len(self.prompt) + len(self.tokens)
-
-
-def cache_kwarg(hf: Any) -> str:
-    params = inspect.signature(hf.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-def cache_shim(_module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    # transformers >= 5.2x hands the layer cache to attention as `cache=`; TransformerLens 4.3's
-    # attention bridges only read `past_key_values=`: without this the cache is never written.
-    if kwargs.get("past_key_values") is None and kwargs.get("cache") is not None:
-        return args, {**kwargs, "past_key_values": kwargs["cache"]}
-    return None
 
 
 def to_generation(model: LensModel, prompt: str, r: Row, seed: int) -> Generation:

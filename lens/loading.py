@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from lens.errors import ToxlensError
+from lens.gguf_cache import load_gguf_cached
 from lens.model import LensModel
 
 SMOLLM2_SPEC = "smollm2-135m"
@@ -190,8 +191,7 @@ def load_model(
         if importlib.util.find_spec("gguf") is None:
             raise ToxlensError("loading a .gguf file needs the `gguf` package: pip install gguf")
         with _quiet(), _load_errors(spec):
-            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-            hf_model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, **kwargs)
+            tokenizer, hf_model = _load_gguf(gguf, kwargs)
     elif kind == "dir":
         with _quiet(), _load_errors(spec):
             tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
@@ -207,6 +207,26 @@ def load_model(
     model = from_hf(hf_model.eval(), tokenizer, spec)
     model.offload_dir = offload  # the disk-offloaded weights live as long as the model
     return model
+
+
+def _load_gguf(gguf: Path, kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    """De-quantise ``gguf`` (float32), through the converted-model cache of :mod:`lens.gguf_cache`,
+    then cast to the requested dtype."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    f32 = {**kwargs, "dtype": torch.float32}
+
+    def convert() -> tuple[Any, Any]:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        return tokenizer, AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, **f32)
+
+    def read(directory: Path) -> tuple[Any, Any]:
+        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(str(directory), local_files_only=True, **f32)
+        return tokenizer, model
+
+    tokenizer, model, _status = load_gguf_cached(gguf, convert, read)
+    return tokenizer, model.to(kwargs["dtype"])
 
 
 def from_hf(hf_model: Any, tokenizer: Any, spec: str) -> LensModel:

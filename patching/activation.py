@@ -10,8 +10,13 @@ How it is fast, and exact:
 * pairs are grouped by token length, so no padding ever enters a forward pass;
 * the benign run is executed block by block once and its residual stream entering every block is
   kept; a patch at layer l resumes from that residual at block l — blocks 0..l-1 are never re-run;
-* all patches of a layer, for all pairs of a group, are stacked along the batch (``batch_size`` rows
-  per forward), each row patched through the TransformerLens hook of that layer;
+* prefix sharing (:mod:`patching.prefix`): within a length group, pairs are grouped by their first
+  differing token d; positions before d are identical in both runs (causal attention), so a patch
+  there is a no-op (its score is m(benign) without a forward) and every patched forward runs only on
+  positions d.., reading the prefix's keys/values from a fresh cache;
+* staircase batching (:mod:`patching.staircase`): the rows of a group (one per pair and patch, at most
+  ``batch_size`` per forward) go through the blocks once, the batch growing as each layer's rows join
+  with their patch applied through per-row masks;
 * only the activations the sweep needs are cached from the toxic run, and only the final position
   is unembedded.
 """
@@ -19,8 +24,6 @@ How it is fast, and exact:
 from __future__ import annotations
 
 import time
-from collections import defaultdict
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -28,17 +31,40 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from lens.errors import ToxlensError
 from lens.hooks import attach, keepers
 from lens.metrics import Metric
 from lens.model import LensModel, Prepared
 from lens.prompts import ContrastPairs
 from patching.result import PatchResult
-from patching.targets import Patch, SweepSpec, sweep_spec
+from patching.staircase import Full, by_first_difference, group_inputs, run_chunk, suffix_rows
+from patching.targets import Patch, SweepSpec, position_classes, sweep_spec
 
 DEFINITION = (
     "score(c) = (mean_i m(benign_i with c's activation from toxic_i) - mean_i m(benign_i)) "
     "/ (mean_i m(toxic_i) - mean_i m(benign_i))"
 )
+SPEED_SCHEME = (
+    "groups by (length, first differing token d); patches before d are no-ops; patched forwards run on "
+    "positions d.. with the prefix keys/values cached; staircase batches (rows join at their patch's layer, "
+    "per-row masks), at most batch_size rows and max_tokens_per_forward tokens (rows x prompt length) per forward"
+)
+POSITIONS = {
+    "components": "all",
+    "heads": "all",
+    "mlps": "all",
+    "components_by_class": "per pair: diff (tokens differ), after (other positions after the first "
+    "difference), final (last position when not a diff position)",
+}
+BATCH_SIZE = 1024  # default rows per patched forward: big batches keep the matmuls efficient
+MAX_TOKENS = 65536  # memory cap: rows x prompt length per patched forward
+
+
+def balanced(items: list[int], cap: int) -> list[list[int]]:
+    """``items`` cut into the fewest chunks of at most ``cap``, of (nearly) equal size."""
+    n_chunks = -(-len(items) // cap)
+    size = -(-len(items) // max(1, n_chunks))
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def capture(
@@ -66,27 +92,25 @@ def run_patches(
     pairs: ContrastPairs,
     metric: Metric,
     patches: list[Patch],
-    batch_size: int = 64,
+    batch_size: int = BATCH_SIZE,
     progress: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor, dict[str, float]]:
     """Metric under each patch, per pair: returns ``patched [pair, patch]``, ``m_toxic``, ``m_benign``, timings."""
+    if batch_size < 1:
+        raise ToxlensError(f"batch_size must be >= 1, got {batch_size}")
     n_pairs = len(pairs)
     patched = torch.full((n_pairs, len(patches)), float("nan"))
     m_toxic, m_benign = torch.empty(n_pairs), torch.empty(n_pairs)
-    by_layer: dict[int, list[int]] = defaultdict(list)
-    for j, p in enumerate(patches):
-        by_layer[p.layer].append(j)
     needed = sorted({p.hook_name for p in patches if p.site != "resid_pre"})
     timings = {"cache_s": 0.0, "sweep_s": 0.0}
     groups = pairs.length_groups()
-    n_steps = sum(-(-len(idx) * len(js) // batch_size) for idx in groups.values() for js in by_layer.values())
-    bar = tqdm(total=n_steps, desc="activation patching", unit="fwd", delay=3.0, disable=not progress)
+    bar = tqdm(total=len(pairs), desc="activation patching", unit="pair", delay=3.0, disable=not progress)
     try:
-        for _length, idx in groups.items():
+        for length, idx in groups.items():
             t0 = time.perf_counter()
-            device = model.device
-            pair_ids = torch.tensor(idx, device=device)
-            benign = model.prepare(pairs.tokens(idx, "benign"))
+            pair_ids = torch.tensor(idx, device=model.device)
+            benign_tokens = pairs.tokens(idx, "benign")
+            benign = model.prepare(benign_tokens)
             toxic = model.prepare(pairs.tokens(idx, "toxic"))
             benign_resid, benign_final = residuals_by_layer(model, benign)
             toxic_resid: list[Tensor] = []
@@ -99,74 +123,31 @@ def run_patches(
             m_benign[idx] = metric(model.logits_at(benign_final), pair_ids).float().cpu()
             m_toxic[idx] = metric(model.logits_at(toxic_final), pair_ids).float().cpu()
             timings["cache_s"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            for layer in sorted(by_layer):
-                rows = [(a, j) for j in by_layer[layer] for a in range(len(idx))]
-                for start in range(0, len(rows), batch_size):
-                    chunk = rows[start : start + batch_size]
-                    values = _patched_forward(
-                        model,
-                        benign,
-                        layer,
-                        chunk,
-                        patches,
-                        benign_resid,
-                        toxic_acts,
-                        toxic_resid,
-                        metric,
-                        pair_ids,
-                    )
-                    for (a, j), v in zip(chunk, values.tolist()):
-                        patched[idx[a], j] = v
-                    bar.update(1)
-            timings["sweep_s"] += time.perf_counter() - t0
+            full = Full(benign, benign_tokens, benign_resid, toxic_acts, toxic_resid)
+            for d, local in by_first_difference(pairs, idx).items():
+                t0 = time.perf_counter()
+                g = group_inputs(model, full, local, d)
+                timings["cache_s"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                classes = None
+                if any(p.pos_class is not None for p in patches):
+                    members = [pairs.pairs[idx[a]] for a in local]
+                    classes = [position_classes(m.toxic_ids, m.benign_ids) for m in members]
+                rows, cols, noop = suffix_rows(patches, len(local), d, length, classes)
+                for a, j in noop:  # a patch before the first difference changes nothing
+                    patched[idx[local[a]], j] = m_benign[idx[local[a]]]
+                order = sorted(range(len(rows)), key=lambda r: rows[r].layer)
+                for part in balanced(order, min(batch_size, max(1, MAX_TOKENS // length))):
+                    final = run_chunk(model, g, [rows[r] for r in part])
+                    ids = pair_ids[torch.tensor([local[rows[r].pair] for r in part], device=model.device)]
+                    values = metric(model.logits_at(final), ids).float().cpu()
+                    for r, v in zip(part, values.tolist()):
+                        patched[idx[local[rows[r].pair]], cols[r]] = v
+                timings["sweep_s"] += time.perf_counter() - t0
+                bar.update(len(local))
     finally:
         bar.close()
     return patched, m_toxic, m_benign, timings
-
-
-def _patched_forward(
-    model: LensModel,
-    prepared: Prepared,
-    layer: int,
-    chunk: list[tuple[int, int]],
-    patches: list[Patch],
-    benign_resid: list[Tensor],
-    toxic_acts: dict[str, Tensor],
-    toxic_resid: list[Tensor],
-    metric: Metric,
-    pair_ids: Tensor,
-) -> Tensor:
-    device = model.device
-    rows = torch.tensor([a for a, _ in chunk], device=device)
-    x = benign_resid[layer][rows]
-    n_rows, seq = x.shape[0], x.shape[1]
-    masks: dict[str, Tensor] = {}
-    for r, (_a, j) in enumerate(chunk):
-        p = patches[j]
-        if p.hook_name not in masks:
-            width = model.n_heads if p.site == "z" else 1
-            masks[p.hook_name] = torch.zeros(n_rows, seq, width, dtype=torch.bool, device=device)
-        pos = slice(None) if p.pos is None else p.pos
-        masks[p.hook_name][r, pos, p.head if p.site == "z" else 0] = True
-    hooks = []
-    for name, mask in masks.items():
-        if name.endswith("hook_resid_pre"):
-            source = toxic_resid[layer][rows]
-        else:
-            source = toxic_acts[name][rows]
-        m = mask.unsqueeze(-1) if source.ndim == 4 else mask
-        hooks.append((name, _replace(m, source)))
-    with attach(model.bridge, hooks):
-        final = model.run_layers(x, prepared, start=layer)
-    return metric(model.logits_at(final), pair_ids[rows]).float().cpu()
-
-
-def _replace(mask: Tensor, source: Tensor) -> Callable[[Tensor], Tensor]:
-    def hook(activation: Tensor) -> Tensor:
-        return torch.where(mask, source.to(activation.dtype), activation)
-
-    return hook
 
 
 def activation_patching(
@@ -174,7 +155,7 @@ def activation_patching(
     pairs: ContrastPairs,
     metric: Metric,
     target: str = "components",
-    batch_size: int = 64,
+    batch_size: int = BATCH_SIZE,
     progress: bool = True,
 ) -> PatchResult:
     """Activation-patching sweep over ``target`` (``components``, ``heads``, ``mlps``,
@@ -195,7 +176,12 @@ def activation_patching(
         pairs,
         metric,
         timings,
-        {"definition": DEFINITION, "batch_size": batch_size},
+        {
+            "definition": DEFINITION,
+            "batch_size": batch_size,
+            "max_tokens_per_forward": MAX_TOKENS,
+            "speed_scheme": SPEED_SCHEME,
+        },
     )
 
 
@@ -228,7 +214,7 @@ def build_result(
             "prepend_bos": pairs.prepend_bos,
             "lengths": {str(k): len(v) for k, v in pairs.length_groups().items()},
         },
-        "positions": "all" if spec.target in ("components", "heads", "mlps") else "one per cell",
+        "positions": POSITIONS.get(spec.target, "one per cell"),
         "timings": timings,
         **extra,
     }

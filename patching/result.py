@@ -192,7 +192,7 @@ def _ratio_of_means(patched: Tensor, m_toxic: Tensor, m_benign: Tensor) -> Tenso
 def _cell_name(dims: tuple[str, ...], cell: tuple[Any, ...], component: str | None) -> str:
     c = dict(zip(dims, cell))
     if "component" in c:
-        return str(c["component"])
+        return f"{c['component']}@{c['position']}" if "position" in c else str(c["component"])
     if "head" in c:
         base = f"L{c['layer']}H{c['head']}"
     elif component:

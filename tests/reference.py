@@ -84,7 +84,7 @@ class Cell:
     site: str  # "head" | "mlp" | "resid"
     layer: int
     head: int | None = None
-    pos: int | None = None  # None: every position
+    pos: int | tuple[int, ...] | None = None  # None: every position; a tuple: a set of positions
 
     @property
     def name(self) -> str:
@@ -182,6 +182,8 @@ def recorders(hf: Any, store: Acts, detach: bool) -> list[Callable[[], Any]]:
 def _select(cell: Cell, d_head: int) -> tuple[Any, ...]:
     """Index into an activation ``[batch, pos, features]`` selecting the cell's entries."""
     pos: Any = slice(None) if cell.pos is None else cell.pos
+    if isinstance(pos, tuple):
+        pos = list(pos)
     if cell.site == "head":
         assert cell.head is not None
         return (slice(None), pos, slice(cell.head * d_head, (cell.head + 1) * d_head))

@@ -45,7 +45,24 @@ def add_parser(sub: Any) -> None:
         "--relp-ah-rule", action="store_true", help="RelP: also detach the attention patterns (AH-rule)"
     )
     loc.add_argument("--top-k", type=int, default=10)
-    loc.add_argument("--batch-size", type=int, default=64, help="rows per patched forward (speed only)")
+    loc.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="rows per patched forward (speed only; default 1024 with --pairs, 64 texts with --texts)",
+    )
+    loc.add_argument(
+        "--positions",
+        action="store_true",
+        help="also split each component's activation score by position class (diff, after, final): "
+        "components_by_position.csv",
+    )
+    loc.add_argument(
+        "--rank-by",
+        default="all",
+        choices=["all", "diff", "after", "final"],
+        help="which activation score ranks components.csv (diff/after/final need --positions)",
+    )
     loc.add_argument("--out", required=True, help="output directory (written atomically)")
     loc.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     loc.add_argument("--no-progress", action="store_true")
@@ -59,6 +76,12 @@ def run(args: argparse.Namespace) -> int:
         raise ToxlensError(
             "locate needs exactly one of --pairs FILE (contrast pairs) or --texts FILE (labelled texts)"
         )
+    if args.batch_size is None:
+        args.batch_size = 1024 if args.pairs is not None else 64
+    if args.texts is not None and (args.positions or args.rank_by != "all"):
+        raise ToxlensError("--positions and --rank-by need --pairs (contrast pairs), not --texts")
+    if args.rank_by != "all" and not args.positions:
+        raise ToxlensError(f"--rank-by {args.rank_by} needs --positions (the position-class scores)")
     if args.texts is not None:
         from toxlens.cli_locate_texts import run_texts
 
@@ -70,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
     from patching.methods import parse_methods
 
     methods = parse_methods(args.method)
+    if args.positions and "activation" not in methods:
+        raise ToxlensError(
+            f"--positions splits activation-patching scores, but --method {args.method!r} does not run activation"
+        )
     if args.ig_steps < 1:
         raise ToxlensError(f"--ig-steps must be >= 1, got {args.ig_steps}")
     if args.top_k < 1:
@@ -93,20 +120,43 @@ def run(args: argparse.Namespace) -> int:
     settings = {"ig_steps": args.ig_steps, "ig_mode": args.ig_mode, "relp_ah_rule": args.relp_ah_rule}
     result = locate(model, pairs, metric, ",".join(methods), args.batch_size, not args.no_progress, settings)
     timings.update(result.timings)
+    table, positions = result.table(), None
+    if args.positions:
+        from patching.position_scores import position_scores, rerank
+
+        t0 = time.perf_counter()
+        positions, _ = position_scores(
+            model, pairs, metric, result.activation, args.batch_size, progress=not args.no_progress
+        )
+        table = rerank(table, positions, args.rank_by)
+        timings["positions_s"] = time.perf_counter() - t0
     with atomic_directory(args.out, args.overwrite, inputs) as stage:
         t0 = time.perf_counter()
         write_locate(result, stage, {})
+        if positions is not None:
+            from patching.position_scores import write_positions
+
+            write_positions(stage, positions, table)
         from figures.render import render
 
         render(stage, stage / "figures")
         timings["write_outputs_s"] = time.perf_counter() - t0
         timings["total_s"] = time.perf_counter() - t_all
         info = summary(result, model, pairs, metric, args.top_k, timings)
+        info["rank_by"] = args.rank_by
+        if positions is not None:
+            from patching.position_scores import CLASSES_DEFINITION
+
+            info["definitions"]["position_classes"] = CLASSES_DEFINITION
+            top_rows = table.head(args.top_k).astype(object)
+            info["top_k"] = top_rows.where(top_rows.notna(), None).to_dict("records")
         (stage / "result.json").write_text(
             json.dumps(json_safe(info), indent=2, default=str, allow_nan=False)
         )
-    top = result.top_k(args.top_k)
-    print(f"top {args.top_k} components ({result.primary_method} score):")
+    top = table.head(args.top_k)
+    label = f"activation score, {args.rank_by} positions" if positions is not None else None
+    label = label or f"{result.primary_method} score"
+    print(f"top {args.top_k} components ({label}):")
     print(top.to_string(index=False))
     for method, stats in info["agreement_with_activation"].items():
         parts = [
