@@ -139,12 +139,15 @@ def locate(
     ``activation, attribution, relp, ig``; ``both`` = activation + attribution; ``all``).
 
     ``settings`` holds the methods' options (``ig_steps``, ``ig_mode``, ``relp_ah_rule``); they are
-    recorded in each result's metadata. ``timings`` gets ``<method>_s`` and ``forward_s`` (one plain
-    forward over every prompt of the pairs, for the cost in forward-pass equivalents).
+    recorded in each result's metadata. ``timings`` gets ``<method>_s`` and, when a gradient method runs
+    beside activation, ``forward_s`` (one plain forward over the benign prompts of the pairs, for the cost
+    in forward-pass equivalents).
     """
     names = parse_methods(method)
     check_separation(model, pairs, metric)
-    timings: dict[str, float] = {"forward_s": time_one_forward(model, pairs)}
+    timings: dict[str, float] = {}
+    if "activation" in names and any(METHODS[m].gradient for m in names):  # for the cost in forward passes
+        timings["forward_s"] = time_one_forward(model, pairs)
     opts = {"batch_size": batch_size, "progress": progress, **(settings or {})}
     results: dict[str, PatchResult] = {}
     for name in names:
