@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 T=.venv/bin/toxlens
 N_RANDOM=${N_RANDOM:-20} IG_STEPS=${IG_STEPS:-5}
 
-[ -d runs/methods-pairs ] || $T locate --model smollm2-135m --pairs data/pairs.jsonl --method all \
+[ -d runs/methods-pairs ] || $T locate --model smollm2-135m --pairs data/pairs.jsonl --method all --positions \
   --ig-steps "$IG_STEPS" --no-progress --out runs/methods-pairs
 [ -d runs/methods-ioi ] || $T locate --model smollm2-135m --pairs data/ioi_pairs.jsonl --metric logit-diff \
   --method all --ig-steps "$IG_STEPS" --no-progress --out runs/methods-ioi
@@ -17,6 +17,11 @@ N_RANDOM=${N_RANDOM:-20} IG_STEPS=${IG_STEPS:-5}
   --n-random "$N_RANDOM" --no-progress --out runs/circuit-pairs
 [ -d runs/circuit-ioi ] || $T circuit --model smollm2-135m --pairs data/ioi_pairs.jsonl --metric logit-diff \
   --from runs/methods-ioi --n-random "$N_RANDOM" --no-progress --out runs/circuit-ioi
+# heads only: L0.mlp (the token identity at the differing position) carries almost everything above
+[ -d runs/circuit-pairs-heads ] || $T circuit --model smollm2-135m --pairs data/pairs.jsonl --from runs/methods-pairs \
+  --kind head --n-random "$N_RANDOM" --no-progress --out runs/circuit-pairs-heads
+[ -d runs/circuit-ioi-heads ] || $T circuit --model smollm2-135m --pairs data/ioi_pairs.jsonl --metric logit-diff \
+  --from runs/methods-ioi --kind head --n-random "$N_RANDOM" --no-progress --out runs/circuit-ioi-heads
 for run in pairs ioi; do
   .venv/bin/python - "runs/methods-$run/result.json" <<'PY'
 import json, sys
@@ -27,6 +32,6 @@ for method, s in info["agreement_with_activation"].items():
     print(f"  {method:12s}", {k: tuple(round(x, 3) for x in v) for k, v in r.items()},
           "forward-equivalents", round(s["cost"]["forward_equivalents"], 1))
 PY
-  cat "runs/circuit-$run/faithfulness.csv"
+  cat "runs/circuit-$run/faithfulness.csv" "runs/circuit-$run-heads/faithfulness.csv"
 done
 [ -f runs/bench-locate.txt ] || .venv/bin/python bench/bench_locate.py | tee runs/bench-locate.txt
