@@ -3,6 +3,10 @@
     .venv/bin/python bench/bench_generate.py [--model smollm2-135m] [--probe DIR] [--prompts 8]
         [--max-new-tokens 32] [--repeats 3] [--batch-size 16] [--seed 0] [--threads N] [--out FILE.json]
 
+0. **Against Hugging Face.** After part 1, ``model.generate`` of the same module (the bridge's HF model)
+   with the same prompts, batch size and sampling (temperature 1, no top-k/top-p, left padding, stop at
+   EOS) is timed the same way; tokens/s of plain and monitored generation are reported relative to it
+   (issue targets: ≥ 0.9 and ≥ 0.85).
 1. **Overhead of the monitor.** In one process, after one warm-up of each, alternately times
    ``generate(model, prompts, N, seed=s, sampling=Sampling(temperature=1.0))`` (plain) and the same call
    with ``monitor=probe, threshold=0.99, policy=RollbackPolicy(safe_threshold=0.5)`` (monitored).
@@ -208,6 +212,47 @@ def overhead(args: argparse.Namespace, model: LensModel, probe: Probe, prompts: 
     return out
 
 
+def hf_generate(args: argparse.Namespace, model: LensModel, prompts: list[str]) -> dict[str, Any]:
+    """Hugging Face ``model.generate`` on the same module, prompts, batch size and sampling (temperature 1,
+    no top-k / top-p), left-padded, stopping at EOS; tokens counted up to and including each row's EOS."""
+    import copy
+
+    hf = model.bridge.original_model
+    tok = copy.deepcopy(model.tokenizer)
+    tok.padding_side = "left"
+    eos = tok.eos_token_id
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+
+    def run() -> int:
+        n = 0
+        for start in range(0, len(prompts), args.batch_size):
+            enc = tok(prompts[start : start + args.batch_size], return_tensors="pt", padding=True)
+            enc = {k: v.to(model.device) for k, v in enc.items()}
+            with torch.no_grad():
+                out = hf.generate(
+                    **enc,
+                    do_sample=True,
+                    temperature=1.0,
+                    top_k=0,
+                    top_p=1.0,
+                    max_new_tokens=args.max_new_tokens,
+                    pad_token_id=tok.pad_token_id,
+                    eos_token_id=eos,
+                )
+            for row in out[:, enc["input_ids"].shape[1] :].tolist():
+                n += row.index(eos) + 1 if eos in row else len(row)
+        return n
+
+    run()  # warm-up
+    times, n_tok = [], 0
+    for _ in range(args.repeats):
+        t, n_tok = timed(run)
+        times.append(t)
+    med = statistics.median(times)
+    return {"hf_generate_s": times, "median_hf_s": med, "hf_tokens": n_tok, "tokens_per_s_hf": n_tok / med}
+
+
 def forced_rollbacks(
     args: argparse.Namespace, model: LensModel, probe: Probe, prompt: str
 ) -> list[dict[str, Any]]:
@@ -317,6 +362,16 @@ def main() -> None:
     )
     print("== 1. monitored (no rollback firing) vs plain generation ==")
     over = overhead(args, model, probe, prompts)
+    hf = hf_generate(args, model, prompts)
+    over.update(hf)
+    over["plain_vs_hf"] = over["tokens_per_s_plain"] / hf["tokens_per_s_hf"]
+    over["monitored_vs_hf"] = over["tokens_per_s_monitored"] / hf["tokens_per_s_hf"]
+    print(
+        f"Hugging Face generate (same module, batch size, sampling): median {hf['median_hf_s']:.3f} s, "
+        f"{hf['tokens_per_s_hf']:.1f} tokens/s ({hf['hf_tokens']} tokens)\n"
+        f"tokens/s relative to HF generate: plain {over['plain_vs_hf']:.2f}x (target >= 0.9), "
+        f"monitored {over['monitored_vs_hf']:.2f}x (target >= 0.85)"
+    )
 
     print(f"\n== 2. forced rollbacks on {prompts[0]!r} (one sequence, {args.max_new_tokens} new tokens) ==")
     rows = forced_rollbacks(args, model, probe, prompts[0])
