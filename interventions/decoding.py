@@ -18,7 +18,7 @@ from interventions.sampling import Sampling, word_starts
 from interventions.steering import Steer
 from lens.errors import ToxlensError
 from lens.hooks import attach, resid_pre_name
-from lens.kv_cache import cache_kwarg, cache_shim
+from lens.kv_cache import cache_kwarg, shimmed
 from lens.model import LensModel
 from lens.probe import HOOKS, Probe
 
@@ -160,15 +160,8 @@ class Engine:
         from transformers import DynamicCache
 
         dev = self.model.device
-        shims = [
-            blk.attn.register_forward_pre_hook(cache_shim, with_kwargs=True) for blk in self.model.blocks
-        ]
-        try:
-            with attach(self.model.bridge, self._hooks()):
-                self._loop(rows, DynamicCache(), dev)
-        finally:
-            for h in shims:
-                h.remove()
+        with shimmed(self.model.blocks), attach(self.model.bridge, self._hooks()):
+            self._loop(rows, DynamicCache(), dev)
 
     def _loop(self, rows: list[Row], cache: Any, dev: torch.device) -> None:
         b = len(rows)

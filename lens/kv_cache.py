@@ -7,6 +7,8 @@ Used by the decoding loop (:mod:`interventions.decoding`) and by prefix sharing 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -23,3 +25,16 @@ def cache_shim(_module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> A
     if kwargs.get("past_key_values") is None and kwargs.get("cache") is not None:
         return args, {**kwargs, "past_key_values": kwargs["cache"]}
     return None
+
+
+@contextmanager
+def shimmed(blocks: Sequence[Any]) -> Iterator[None]:
+    """:func:`cache_shim` on every block's attention bridge for the duration of the block (removed in finally)."""
+    handles = []
+    try:
+        for block in blocks:
+            handles.append(block.attn.register_forward_pre_hook(cache_shim, with_kwargs=True))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

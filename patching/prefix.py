@@ -13,8 +13,7 @@ TransformerLens attention bridges read ``past_key_values=``; :func:`lens.kv_cach
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +22,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from lens.errors import ToxlensError
-from lens.kv_cache import cache_kwarg, cache_shim
+from lens.kv_cache import cache_kwarg, shimmed
 from lens.model import LensModel, Prepared
 
 
@@ -48,19 +47,6 @@ class PrefixKV:
         cache.update(self.keys[layer][rows], self.values[layer][rows], layer)
 
 
-@contextmanager
-def shimmed(model: LensModel) -> Iterator[None]:
-    """The cache shim on every attention bridge for the duration of the block (removed in finally)."""
-    handles = []
-    try:
-        for block in model.blocks:
-            handles.append(block.attn.register_forward_pre_hook(cache_shim, with_kwargs=True))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 def new_cache() -> Any:
     from transformers import DynamicCache
 
@@ -72,7 +58,7 @@ def prefix_kv(model: LensModel, prefix: Int[Tensor, "pair d"]) -> PrefixKV:
     """Run the model on the shared prefix tokens once and keep every layer's keys and values."""
     hf = model.bridge.original_model
     cache = new_cache()
-    with shimmed(model):
+    with shimmed(model.blocks):
         hf(input_ids=prefix.to(model.device), use_cache=True, logits_to_keep=1, **{cache_kwarg(hf): cache})
     layers = getattr(cache, "layers", None)
     if layers is None or len(layers) != model.n_layers:

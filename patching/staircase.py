@@ -24,6 +24,7 @@ from torch import Tensor
 
 from lens.errors import ToxlensError
 from lens.hooks import HookFn, attach
+from lens.kv_cache import shimmed
 from lens.model import LensModel, Prepared
 from lens.prompts import ContrastPairs
 from patching.prefix import (
@@ -32,7 +33,6 @@ from patching.prefix import (
     new_cache,
     prefix_kv,
     prepare_suffix,
-    shimmed,
     with_cache,
 )
 from patching.targets import Patch
@@ -121,7 +121,7 @@ def run_chunk(model: LensModel, g: GroupInputs, chunk: list[Row]) -> Float[Tenso
     prepared = with_cache(g.prepared, g.placeholder, cache) if g.kv is not None else g.prepared
     x: Tensor | None = None
     n = 0
-    with shimmed(model):
+    with shimmed(model.blocks):
         for layer in range(chunk[0].layer, model.n_layers):
             lo = n
             while n < len(chunk) and chunk[n].layer == layer:
