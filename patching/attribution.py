@@ -18,6 +18,7 @@ backward (``torch.autograd.grad`` with respect to the cached activations only �
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -53,7 +54,10 @@ def benign_gradients(
     extra_hooks: list[tuple[str, HookFn]] | None = None,
 ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
     """``∂m/∂a`` at the benign run for every hook in ``names`` (with ``extra_hooks`` attached too)."""
-    with torch.enable_grad():
+    with torch.enable_grad(), warnings.catch_warnings():
+        # With a hook on a norm's hook_scale (RelP's LN-rule) the bridge notes that it rebuilds the norm's
+        # output from the hooked values: float rounding only.
+        warnings.filterwarnings("ignore", message="A forward hook edited hook_scale")
         resid = benign.resid.detach().requires_grad_(True)
         acts: dict[str, Tensor] = {}
         with attach(model.bridge, [*keepers(acts, names, keep_graph=True), *(extra_hooks or [])]):
@@ -63,16 +67,25 @@ def benign_gradients(
     return m.detach(), grads, {n: a.detach() for n, a in acts.items()}
 
 
-def plain_gradients(
-    model: LensModel,
-    benign: Prepared,
-    _toxic: Prepared,
-    _toxic_acts: dict[str, Tensor],
-    names: list[str],
-    metric: Metric,
-    pair_ids: Tensor,
-) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
-    return benign_gradients(model, benign, names, metric, pair_ids)
+def hooked_gradients(make_hooks: Callable[[LensModel], list[tuple[str, HookFn]]]) -> GradientFn:
+    """A :data:`GradientFn`: gradients at the benign run with ``make_hooks(model)`` attached (fresh hooks
+    per forward pass) — none for plain attribution, the LRP rules for RelP."""
+
+    def gradients(
+        model: LensModel,
+        benign: Prepared,
+        _toxic: Prepared,
+        _toxic_acts: dict[str, Tensor],
+        names: list[str],
+        metric: Metric,
+        pair_ids: Tensor,
+    ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+        return benign_gradients(model, benign, names, metric, pair_ids, make_hooks(model))
+
+    return gradients
+
+
+plain_gradients = hooked_gradients(lambda _model: [])
 
 
 def first_order_patches(

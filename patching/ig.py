@@ -19,6 +19,8 @@ Two paths (``mode``):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -43,8 +45,28 @@ def alphas(steps: int) -> Tensor:
     return (torch.arange(steps, dtype=torch.float32) + 0.5) / steps
 
 
-def _repeat(prepared: Prepared, resid: Tensor) -> Prepared:
-    return Prepared(resid=resid, args=prepared.args, kwargs=prepared.kwargs)
+def step_chunks(steps: int, n_rows: int, max_rows: int) -> Iterator[Tensor]:
+    """The midpoints ``α_k``, in chunks of at most ``max_rows // n_rows`` steps (at least one)."""
+    a, per_chunk = alphas(steps), max(1, max_rows // n_rows)
+    for start in range(0, steps, per_chunk):
+        yield a[start : start + per_chunk]
+
+
+def interpolate(start: Tensor, end: Tensor, chunk: Tensor) -> Tensor:
+    """``start + α·(end − start)`` for every α of ``chunk``, stacked along the batch: ``[len(chunk)·batch, …]``."""
+    alpha = chunk.to(start.device, start.dtype).view((-1,) + (1,) * start.ndim)
+    return (start.unsqueeze(0) + alpha * (end - start).unsqueeze(0)).reshape(-1, *start.shape[1:])
+
+
+@torch.no_grad()
+def benign_run(
+    model: LensModel, benign: Prepared, names: list[str], metric: Metric, pair_ids: Tensor
+) -> tuple[Tensor, dict[str, Tensor], list[Tensor]]:
+    """m(benign), the benign activations at ``names`` and the residual entering every block."""
+    acts: dict[str, Tensor] = {}
+    with attach(model.bridge, keepers(acts, names)):
+        resid, final = residuals_by_layer(model, benign)
+    return metric(model.logits_at(final), pair_ids), acts, resid
 
 
 def input_path_gradients(steps: int, max_rows: int) -> Any:
@@ -58,30 +80,19 @@ def input_path_gradients(steps: int, max_rows: int) -> Any:
         pair_ids: Tensor,
     ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
         n = benign.resid.shape[0]
-        with torch.no_grad():
-            benign_acts: dict[str, Tensor] = {}
-            with attach(model.bridge, keepers(benign_acts, names)):
-                m_benign = metric(model.logits_at(model.run_layers(benign.resid, benign)), pair_ids)
-        e0, e1 = benign.resid.detach(), toxic.resid.detach()
-        a = alphas(steps).to(e0.device, e0.dtype)
+        m_benign, benign_acts, _ = benign_run(model, benign, names, metric, pair_ids)
         total = {name: torch.zeros_like(benign_acts[name]) for name in names}
-        per_chunk = max(1, max_rows // n)
-        for start in range(0, steps, per_chunk):
-            chunk = a[start : start + per_chunk]
-            k = len(chunk)
-            resid = (e0.unsqueeze(0) + chunk.view(-1, 1, 1, 1) * (e1 - e0).unsqueeze(0)).reshape(
-                k * n, *e0.shape[1:]
-            )
+        for chunk in step_chunks(steps, n, max_rows):
+            resid = interpolate(benign.resid.detach(), toxic.resid.detach(), chunk)
             resid.requires_grad_(True)  # so that block 0's input (hook_resid_pre of layer 0) is in the graph
             with torch.enable_grad():
                 acts: dict[str, Tensor] = {}
                 with attach(model.bridge, keepers(acts, names, keep_graph=True)):
-                    m = metric(
-                        model.logits_at(model.run_layers(resid, _repeat(benign, resid))), pair_ids.repeat(k)
-                    )
+                    final = model.run_layers(resid, replace(benign, resid=resid))
+                    m = metric(model.logits_at(final), pair_ids.repeat(len(chunk)))
                 grads = torch.autograd.grad(m.sum(), [acts[name] for name in names])
             for name, g in zip(names, grads):
-                total[name] += g.reshape(k, n, *g.shape[1:]).sum(0)
+                total[name] += g.reshape(len(chunk), n, *g.shape[1:]).sum(0)
         return m_benign, {name: t / steps for name, t in total.items()}, benign_acts
 
     return gradients
@@ -98,33 +109,20 @@ def activation_path_gradients(steps: int, max_rows: int) -> Any:
         pair_ids: Tensor,
     ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
         n = benign.resid.shape[0]
-        with torch.no_grad():
-            benign_acts: dict[str, Tensor] = {}
-            with attach(model.bridge, keepers(benign_acts, names)):
-                resid, final = residuals_by_layer(model, benign)
-            m_benign = metric(model.logits_at(final), pair_ids)
-        a = alphas(steps)
+        m_benign, benign_acts, resid = benign_run(model, benign, names, metric, pair_ids)
         out: dict[str, Tensor] = {}
-        per_chunk = max(1, max_rows // n)
         for name in names:
             layer = int(name.split(".")[1])
-            b0, b1 = benign_acts[name], toxic_acts[name]
-            total = torch.zeros_like(b0)
-            for start in range(0, steps, per_chunk):
-                chunk = a[start : start + per_chunk].to(b0.device, b0.dtype)
-                k = len(chunk)
-                shape = (-1,) + (1,) * b0.ndim
-                point = (b0.unsqueeze(0) + chunk.view(shape) * (b1 - b0).unsqueeze(0)).reshape(
-                    k * n, *b0.shape[1:]
-                )
-                point.requires_grad_(True)
-                x = resid[layer].repeat(k, *([1] * (resid[layer].ndim - 1)))
+            total = torch.zeros_like(benign_acts[name])
+            for chunk in step_chunks(steps, n, max_rows):
+                point = interpolate(benign_acts[name], toxic_acts[name], chunk).requires_grad_(True)
+                x = resid[layer].repeat(len(chunk), *([1] * (resid[layer].ndim - 1)))
                 with torch.enable_grad():
                     with attach(model.bridge, [(name, _constant(point))]):
-                        final = model.run_layers(x, _repeat(benign, x), start=layer)
-                    m = metric(model.logits_at(final), pair_ids.repeat(k))
+                        final = model.run_layers(x, replace(benign, resid=x), start=layer)
+                    m = metric(model.logits_at(final), pair_ids.repeat(len(chunk)))
                     (g,) = torch.autograd.grad(m.sum(), [point])
-                total += g.reshape(k, n, *g.shape[1:]).sum(0)
+                total += g.reshape(len(chunk), n, *g.shape[1:]).sum(0)
             out[name] = total / steps
         return m_benign, out, benign_acts
 

@@ -26,7 +26,6 @@ the same as attribution patching (2 forwards + 1 backward).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -35,8 +34,8 @@ from torch import Tensor
 from lens.errors import ToxlensError
 from lens.hooks import HookFn
 from lens.metrics import Metric
-from lens.model import LensModel, Prepared
-from patching.attribution import benign_gradients, gradient_method
+from lens.model import LensModel
+from patching.attribution import gradient_method, hooked_gradients
 from patching.result import PatchResult
 
 DEFINITION = (
@@ -120,24 +119,6 @@ def relp_hooks(model: LensModel, ah_rule: bool = False) -> list[tuple[str, HookF
     return hooks
 
 
-def relp_gradients(ah_rule: bool) -> Any:
-    def gradients(
-        model: LensModel,
-        benign: Prepared,
-        _toxic: Prepared,
-        _toxic_acts: dict[str, Tensor],
-        names: list[str],
-        metric: Metric,
-        pair_ids: Tensor,
-    ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
-        with warnings.catch_warnings():
-            # The bridge notes that it rebuilds a norm's output from a hooked scale (float rounding only).
-            warnings.filterwarnings("ignore", message="A forward hook edited hook_scale")
-            return benign_gradients(model, benign, names, metric, pair_ids, relp_hooks(model, ah_rule))
-
-    return gradients
-
-
 def rules_used(model: LensModel, ah_rule: bool) -> list[str]:
     gated = "blocks.0.mlp.hook_pre_linear" in model.bridge.hook_dict
     return [r for r in RULES if (r != "half-rule" or gated) and (r != "AH-rule" or ah_rule)]
@@ -153,4 +134,5 @@ def relevance_patching(
 ) -> PatchResult:
     """RelP estimate over ``target`` (same targets, cells and outputs as attribution patching)."""
     extra = {"rules": rules_used(model, ah_rule), "ah_rule": ah_rule, "stabilizer": 1e-6}
-    return gradient_method("relp", relp_gradients(ah_rule), DEFINITION, model, pairs, metric, target, extra)
+    gradients = hooked_gradients(lambda m: relp_hooks(m, ah_rule))
+    return gradient_method("relp", gradients, DEFINITION, model, pairs, metric, target, extra)
