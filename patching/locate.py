@@ -114,13 +114,7 @@ class LocateResult:
             stats["cost"] = {
                 "seconds": seconds,
                 "forward_equivalents": seconds / forward_s if seconds and forward_s else None,
-                "nominal": METHODS[method].nominal_cost(
-                    self.results[method].metadata
-                    | {
-                        "ig_steps": self.results[method].metadata.get("steps", 5),
-                        "ig_mode": self.results[method].metadata.get("mode", "inputs"),
-                    }
-                ),
+                "nominal": METHODS[method].nominal_cost(self.results[method].metadata),
             }
             out[method] = stats
         return out
@@ -251,9 +245,12 @@ def summary(
     }
 
 
-def write_locate(result: LocateResult, directory: Path, info: dict[str, Any]) -> None:
-    """Write components.csv, result.json and the saved results (``activation/``, ``attribution/``)."""
-    result.table().to_csv(directory / "components.csv", index=False)
+def write_locate(
+    result: LocateResult, directory: Path, info: dict[str, Any], table: pd.DataFrame | None = None
+) -> None:
+    """Write components.csv (``table``, default ``result.table()``), result.json and the saved results
+    (one subdirectory per method)."""
+    (result.table() if table is None else table).to_csv(directory / "components.csv", index=False)
     for label, res in result.results.items():
         res.save(directory / label)
     (directory / "result.json").write_text(

@@ -24,13 +24,14 @@ class Method:
     gradient: bool  # an estimate of activation patching from gradients
     settings: tuple[str, ...]  # keyword arguments it takes (besides model, pairs, metric, target)
 
-    def nominal_cost(self, settings: dict[str, Any]) -> str:
-        """Passes per length group, as counted by the definition (the measured cost is in timings)."""
+    def nominal_cost(self, metadata: dict[str, Any]) -> str:
+        """Passes per length group, as counted by the definition, for a result with this ``metadata``
+        (the measured cost is in the timings)."""
         if self.name == "activation":
             return "1 benign + 1 toxic forward, then one resumed forward per (cell, pair)"
         if self.name == "ig":
-            steps = int(settings.get("ig_steps", 5))
-            if settings.get("ig_mode", "inputs") == "activations":
+            steps = int(metadata["steps"])
+            if metadata["mode"] == "activations":
                 return f"2 forwards + {steps} x (resumed forward + backward) per hook site"
             return f"2 forwards + {steps} x (forward + backward)"
         return "2 forwards + 1 backward"

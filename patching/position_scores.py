@@ -70,6 +70,5 @@ def rerank(table: pd.DataFrame, positions: pd.DataFrame, rank_by: str) -> pd.Dat
     return out.sort_values("rank").reset_index(drop=True)
 
 
-def write_positions(directory: Path, positions: pd.DataFrame, table: pd.DataFrame) -> None:
+def write_positions(directory: Path, positions: pd.DataFrame) -> None:
     positions.to_csv(directory / "components_by_position.csv", index=False)
-    table.to_csv(directory / "components.csv", index=False)

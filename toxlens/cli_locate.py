@@ -132,11 +132,11 @@ def run(args: argparse.Namespace) -> int:
         timings["positions_s"] = time.perf_counter() - t0
     with atomic_directory(args.out, args.overwrite, inputs) as stage:
         t0 = time.perf_counter()
-        write_locate(result, stage, {})
+        write_locate(result, stage, {}, table)
         if positions is not None:
             from patching.position_scores import write_positions
 
-            write_positions(stage, positions, table)
+            write_positions(stage, positions)
         from figures.render import render
 
         render(stage, stage / "figures")
