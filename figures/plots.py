@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 
 from figures._grid import cell_table, grid, hover_lines, subtitle
@@ -89,41 +90,66 @@ def mlp_bar(result: PatchResult, title: str | None = None) -> go.Figure:
     return fig
 
 
+def paired_scores(activation: PatchResult, other: PatchResult) -> pd.DataFrame:
+    """``cell_table(activation)`` with ``other``'s score per cell as ``estimate`` (both must cover the same cells)."""
+    label = other.method
+    act, est = cell_table(activation), cell_table(other)
+    missing, extra = set(act["name"]) - set(est["name"]), set(est["name"]) - set(act["name"])
+    if missing or extra or len(act) != len(est):
+        raise ToxlensError(
+            f"activation ({len(act)} cells, dims {activation.dims}) and {label} ({len(est)} cells, dims "
+            f"{other.dims}) do not cover the same cells: only in activation {_few(missing)}, "
+            f"only in {label} {_few(extra)}"
+        )
+    est = est[["name", "score"]].rename(columns={"score": "estimate"})
+    return act.merge(est, on="name", validate="one_to_one")
+
+
+def kind_traces(both: pd.DataFrame, label: str, size: int = 8, show_legend: bool = True) -> list[go.Scatter]:
+    """One marker trace per kind: ``estimate`` (y, named ``label``) against the activation ``score`` (x)."""
+    return [
+        go.Scatter(
+            x=part["score"],
+            y=part["estimate"],
+            mode="markers",
+            name=str(kind),
+            legendgroup=str(kind),
+            showlegend=show_legend,
+            text=part["name"],
+            marker={"color": KIND_COLORS.get(str(kind), "#7f7f7f"), "size": size, "opacity": 0.8},
+            hovertemplate="%{text}<br>activation %{x:.4f}<br>" + label + " %{y:.4f}<extra></extra>",
+        )
+        for kind, part in both.groupby("kind", sort=False)
+    ]
+
+
+def diagonal(both: pd.DataFrame) -> dict[str, Any]:
+    """The ``y = x`` line over the finite range of both scores, as ``add_shape`` arguments."""
+    values = np.concatenate([both["score"].to_numpy(), both["estimate"].to_numpy()])
+    values = values[np.isfinite(values)]
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+    return {
+        "type": "line",
+        "x0": lo,
+        "y0": lo,
+        "x1": hi,
+        "y1": hi,
+        "line": {"dash": "dash", "color": "gray", "width": 1},
+    }
+
+
 def attribution_scatter(
     activation: PatchResult, attribution: PatchResult, title: str | None = None
 ) -> go.Figure:
     """A gradient method's estimate (y: attribution, RelP or IG — ``attribution.method``) against the
     activation-patching score (x), one point per cell."""
     label = attribution.method
-    act, att = cell_table(activation), cell_table(attribution)
-    missing, extra = set(act["name"]) - set(att["name"]), set(att["name"]) - set(act["name"])
-    if missing or extra or len(act) != len(att):
-        raise ToxlensError(
-            f"activation ({len(act)} cells, dims {activation.dims}) and {label} ({len(att)} cells, dims "
-            f"{attribution.dims}) do not cover the same cells: only in activation {_few(missing)}, "
-            f"only in {label} {_few(extra)}"
-        )
-    both = act.merge(att[["name", "score"]], on="name", suffixes=("", "_att"), validate="one_to_one")
-    r_all = pearson_r(both["score"], both["score_att"])
+    both = paired_scores(activation, attribution)
+    r_all = pearson_r(both["score"], both["estimate"])
     heads = both[both["kind"] == "head"]
-    r_heads = pearson_r(heads["score"], heads["score_att"])
-    fig = go.Figure()
-    for kind, part in both.groupby("kind", sort=False):
-        fig.add_trace(
-            go.Scatter(
-                x=part["score"],
-                y=part["score_att"],
-                mode="markers",
-                name=str(kind),
-                text=part["name"],
-                marker={"color": KIND_COLORS.get(str(kind), "#7f7f7f"), "size": 8, "opacity": 0.8},
-                hovertemplate="%{text}<br>activation %{x:.4f}<br>" + label + " %{y:.4f}<extra></extra>",
-            )
-        )
-    values = np.concatenate([both["score"].to_numpy(), both["score_att"].to_numpy()])
-    values = values[np.isfinite(values)]
-    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
-    fig.add_shape(type="line", x0=lo, y0=lo, x1=hi, y1=hi, line={"dash": "dash", "color": "gray", "width": 1})
+    r_heads = pearson_r(heads["score"], heads["estimate"])
+    fig = go.Figure(kind_traces(both, label))
+    fig.add_shape(**diagonal(both))
     stats = f"Pearson r = {r_all:.3f} (all {len(both)} cells), r = {r_heads:.3f} ({len(heads)} heads)"
     fig.update_layout(
         title=f"{title or label + ' vs activation patching'}<br><sup>{stats}</sup>",
