@@ -12,6 +12,7 @@ import pytest
 import torch
 from planted import CHOSEN_HEAD, CHOSEN_MLP, PAIRS, chosen_names, planted
 from reference_sets import set_reference
+from test_hygiene import Boom, FailingMetric
 from tiny import TOXIC_WORDS
 
 from lens.components import all_components
@@ -171,24 +172,6 @@ def test_bad_arguments(tiny_pair: Any, ks: list[int], n_random: int, ranking: li
     pairs, metric = case(model)
     with pytest.raises(ToxlensError, match=needle):
         faithfulness(model, pairs, metric, ranking, ks, n_random, progress=False)
-
-
-class Boom(Exception):
-    pass
-
-
-class FailingMetric(ToxicLogMass):
-    """Raises on the n-th call: in the middle of the patched forwards, while the set hooks are attached."""
-
-    def __init__(self, ids: list[int], fail_at: int) -> None:
-        super().__init__(ids)
-        self.calls, self.fail_at = 0, fail_at
-
-    def __call__(self, logits: Any, pair_index: Any) -> Any:
-        self.calls += 1
-        if self.calls == self.fail_at:
-            raise Boom
-        return super().__call__(logits, pair_index)
 
 
 @pytest.mark.parametrize("kind", KINDS)

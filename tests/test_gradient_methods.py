@@ -15,6 +15,7 @@ import pytest
 import torch
 from reference import activation_reference, attribution_reference
 from reference_gradients import ig_reference, lrp_modules
+from test_hygiene import Boom, FailingMetric
 from test_reference import KINDS, assert_matches, prepare_case, ref_spread
 from tiny import tiny
 
@@ -112,17 +113,6 @@ def test_gradient_methods_remove_their_hooks_also_on_error(models: Any, kind: st
     lm, _ref, pairs, _raw, metric = prepare_case(models, kind, "components")
     before = count_hooks(lm.bridge)
 
-    class Boom(Exception):
-        pass
-
-    calls = {"n": 0}
-
-    def failing(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        calls["n"] += 1
-        if calls["n"] > 1:
-            raise Boom
-        return metric(logits, ids)
-
     for run in (
         lambda m: relevance_patching(lm, pairs, m, "components", ah_rule=True),
         lambda m: integrated_gradients(lm, pairs, m, "components", steps=2),
@@ -130,9 +120,8 @@ def test_gradient_methods_remove_their_hooks_also_on_error(models: Any, kind: st
     ):
         run(metric)
         assert count_hooks(lm.bridge) == before
-        calls["n"] = 0
-        with pytest.raises(Boom):
-            run(failing)
+        with pytest.raises(Boom):  # the second metric call: inside the gradient forward, hooks attached
+            run(FailingMetric(metric.ids.tolist(), fail_at=2))
         assert count_hooks(lm.bridge) == before
 
 
