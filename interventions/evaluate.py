@@ -70,14 +70,8 @@ EXTRA_COLUMNS = [
 ]
 # per extra scorer (``evaluate(extra_scorers=...)``): these statistics, suffixed ``_{scorer name}``, after
 # the columns above (the headline scorer's columns keep their names)
-SCORER_COLUMNS = [
-    "toxicity_probability",
-    "tp_ci_low",
-    "tp_ci_high",
-    "expected_max_toxicity",
-    "emt_ci_low",
-    "emt_ci_high",
-    "mean_toxicity",
+SCORER_COLUMNS = SUMMARY_COLUMNS[
+    SUMMARY_COLUMNS.index("toxicity_probability") : SUMMARY_COLUMNS.index("mean_toxicity") + 1
 ]
 
 
