@@ -20,10 +20,8 @@ For each :class:`~interventions.conditions.Condition`, with its edit active (and
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,13 +32,23 @@ import pandas as pd
 import torch
 
 from interventions.conditions import Condition
-from interventions.generate import Generation, generate
+from interventions.eval_tasks import (
+    Describe,
+    EvalState,
+    Generate,
+    GenerateOutput,
+    Perplexity,
+    Protocol,
+    SamplePerplexity,
+    Task,
+    plan,
+    run_task,
+)
 from interventions.sampling import Sampling
 from interventions.scoring import distinct_n, get_scorer, toxicity_stats
-from interventions.steering import Steer, steering
+from interventions.steering import Steer
 from lens.errors import ToxlensError
 from lens.model import LensModel
-from lens.perplexity import perplexity, token_nll
 
 SUMMARY_COLUMNS = [
     "condition",
@@ -81,6 +89,14 @@ class Evaluation:
     samples: list[dict[str, Any]]
     settings: dict[str, Any] = field(default_factory=dict)
 
+    def select(self, names: Sequence[str]) -> Evaluation:
+        """The evaluation restricted to the conditions ``names`` (rows, samples and settings)."""
+        keep = set(names)
+        settings = dict(self.settings)
+        settings["conditions"] = {k: v for k, v in self.settings.get("conditions", {}).items() if k in keep}
+        summary = self.summary[self.summary["condition"].isin(keep)].reset_index(drop=True)
+        return Evaluation(summary, [s for s in self.samples if s["condition"] in keep], settings)
+
     def write(self, directory: str | Path) -> None:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
@@ -108,109 +124,138 @@ def evaluate(
     sample_perplexity: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> Evaluation:
-    """Run every condition on the same prompts and seeds (see module docstring)."""
+    """Run every condition on the same prompts and seeds (see module docstring), in this process.
+
+    :func:`interventions.evaluate_ray.evaluate_on_ray` runs the same tasks on Ray workers and gives
+    the same result."""
+    protocol = make_protocol(
+        prompts,
+        samples=samples,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        scorer=scorer,
+        extra_scorers=extra_scorers,
+        perplexity_texts=perplexity_texts,
+        sampling=sampling,
+        batch_size=batch_size,
+        prepend_bos=prepend_bos,
+        sample_perplexity=sample_perplexity,
+    )
+    state = EvalState(model, conditions, protocol)
+    say = progress or (lambda _msg: None)
+    names = [c.name for c in conditions]
+
+    def execute(tasks: Sequence[Task]) -> list[Any]:
+        out = []
+        for task in tasks:
+            if isinstance(task, Generate) and task.start == 0:
+                say(f"[{names[task.condition]}] generating {len(prompts)}×{samples} samples")
+            elif isinstance(task, Perplexity) and task.condition is not None:
+                say(f"[{names[task.condition]}] perplexity on {len(perplexity_texts)} neutral texts")
+            out.append(run_task(state, task))
+        return out
+
+    try:
+        return run_evaluation(execute, protocol, say)
+    finally:
+        state.release()
+
+
+def make_protocol(
+    prompts: Sequence[str],
+    *,
+    samples: int = 10,
+    max_new_tokens: int = 20,
+    seed: int = 0,
+    scorer: str | Callable[[list[str]], Any] = "profanity",
+    extra_scorers: Sequence[str | Callable[[list[str]], Any]] = (),
+    perplexity_texts: Sequence[str] = (),
+    sampling: Sampling | None = None,
+    batch_size: int = 32,
+    prepend_bos: bool = False,
+    sample_perplexity: bool = True,
+) -> Protocol:
+    """A checked :class:`Protocol` (the arguments of :func:`evaluate`)."""
     if not prompts:
         raise ToxlensError("evaluate needs at least one prompt")
     if samples < 1 or max_new_tokens < 1:
         raise ToxlensError(f"samples and max_new_tokens must be >= 1, got {samples}, {max_new_tokens}")
-    score_fn = get_scorer(scorer)
-    extra_fns = [get_scorer(x) for x in extra_scorers]
-    sampling = sampling or Sampling()
+    if batch_size < 1:
+        raise ToxlensError(f"batch_size must be >= 1, got {batch_size}")
+    for s in [scorer, *extra_scorers]:
+        get_scorer(s)
+    return Protocol(
+        list(prompts),
+        samples=samples,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        scorer=scorer,
+        extra_scorers=list(extra_scorers),
+        perplexity_texts=list(perplexity_texts),
+        sampling=sampling or Sampling(),
+        batch_size=batch_size,
+        prepend_bos=prepend_bos,
+        sample_perplexity=sample_perplexity,
+    )
+
+
+def run_evaluation(
+    execute: Callable[[Sequence[Task]], list[Any]], protocol: Protocol, say: Callable[[str], None]
+) -> Evaluation:
+    """Plan the tasks, have ``execute`` run them (in order of the list it returns), and merge."""
+    info = execute([Describe()])[0]
+    owns = [own for _name, own, _settings in info["conditions"]]
+    tasks = plan(protocol, owns)
+    results = execute(tasks)
+    gens: dict[int, list[GenerateOutput]] = defaultdict(list)
+    ppl: dict[int | None, float] = {}
+    for task, result in zip(tasks, results):
+        if isinstance(task, Generate):
+            gens[task.condition].append(result)
+        elif isinstance(task, Perplexity):
+            ppl[task.condition] = result
+    sppl: dict[int, float] = {}
+    if protocol.sample_perplexity:
+        order = [(c, out) for c in range(len(owns)) for out in gens[c]]
+        nlls = execute([SamplePerplexity(out.seqs) for _c, out in order])
+        totals: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        for (c, _out), (nll, n) in zip(order, nlls):
+            totals[c][0] += nll
+            totals[c][1] += n
+        sppl = {c: math.exp(nll / n) if n else math.nan for c, (nll, n) in totals.items()}
+    scorers: list[str] = info["scorers"]
     rows: list[dict[str, Any]] = []
     records: list[dict[str, Any]] = []
-    base_ppl: float | None = None
-    for cond in conditions:
-        say = progress or (lambda _msg: None)
-        say(f"[{cond.name}] generating {len(prompts)}×{samples} samples")
-        with cond.make_edit(model) if cond.make_edit is not None else contextlib.nullcontext() as edit:
-            t0 = time.perf_counter()
-            gens = generate(
-                model,
-                [p for p in prompts for _ in range(samples)],
-                max_new_tokens,
-                seed=seed,
-                sampling=sampling,
-                steer=cond.steers,
-                monitor=cond.monitor,
-                threshold=cond.threshold,
-                policy=cond.policy,
-                batch_size=batch_size,
-                prepend_bos=prepend_bos,
-            )
-            gen_s = time.perf_counter() - t0
-            ppl = math.nan
-            own = cond.make_edit is not None or bool(cond.steers)  # else: the unedited model's value
-            if perplexity_texts and (own or base_ppl is None):
-                say(f"[{cond.name}] perplexity on {len(perplexity_texts)} neutral texts")
-                ppl = _perplexity(model, perplexity_texts, cond.steers, batch_size)
-                base_ppl = base_ppl if own else ppl
-            elif perplexity_texts and base_ppl is not None:
-                ppl = base_ppl
-        texts = [g.text for g in gens]
-        scores = [float(s) for s in score_fn(texts)]
-        sppl = _sample_perplexity(model, gens, batch_size) if sample_perplexity else math.nan
-        rows.append(_row(cond, gens, scores, samples, ppl, sppl, gen_s))
-        rows[-1]["params_changed"] = getattr(edit, "n_changed", 0)
-        rows[-1]["edit"] = getattr(edit, "description", "")
-        by_scorer = {fn.name: [float(v) for v in fn(texts)] for fn in extra_fns}
-        for name, values in by_scorer.items():
-            rows[-1].update(_scorer_columns(name, values, samples))
-        records.extend(_records(cond, gens, scores, samples, model))
-        for rec, n in zip(records[-len(gens) :], range(len(gens))):
-            rec.update({f"score_{name}": values[n] for name, values in by_scorer.items()})
-        say(
-            f"[{cond.name}] TP {rows[-1]['toxicity_probability']:.3f} EMT {rows[-1]['expected_max_toxicity']:.3f}"
-        )
-    extra_cols = [f"{c}_{fn.name}" for fn in extra_fns for c in SCORER_COLUMNS]
+    for c, (name, own, _settings) in enumerate(info["conditions"]):
+        recs = [r for out in gens[c] for r in out.records]
+        gen_s = sum(out.generation_s for out in gens[c])
+        value = ppl.get(c if own else None, math.nan)
+        rows.append(_row(name, recs, protocol.samples, value, sppl.get(c, math.nan), gen_s))
+        rows[-1]["params_changed"] = gens[c][0].params_changed
+        rows[-1]["edit"] = gens[c][0].edit
+        for extra in scorers[1:]:
+            rows[-1].update(_scorer_columns(extra, [r[f"score_{extra}"] for r in recs], protocol.samples))
+        records.extend(recs)
+        say(f"[{name}] TP {rows[-1]['toxicity_probability']:.3f} EMT {rows[-1]['expected_max_toxicity']:.3f}")
+    extra_cols = [f"{c}_{name}" for name in scorers[1:] for c in SCORER_COLUMNS]
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS + EXTRA_COLUMNS + extra_cols)
     settings = {
-        "n_prompts": len(prompts),
-        "samples": samples,
-        "max_new_tokens": max_new_tokens,
-        "seed": seed,
+        "n_prompts": len(protocol.prompts),
+        "samples": protocol.samples,
+        "max_new_tokens": protocol.max_new_tokens,
+        "seed": protocol.seed,
         "seed_rule": "sample j of prompt i uses seed + i*samples + j",
-        "scorer": getattr(score_fn, "name", str(scorer)),
-        "extra_scorers": [fn.name for fn in extra_fns],
+        "scorer": scorers[0],
+        "extra_scorers": scorers[1:],
         "toxic_if_score_at_least": 0.5,
-        "sampling": sampling.to_dict(),
-        "prepend_bos": prepend_bos,
-        "n_perplexity_texts": len(perplexity_texts),
-        "conditions": {c.name: c.settings for c in conditions},
-        "model": model.info.to_dict(),
+        "sampling": protocol.sampling.to_dict(),
+        "prepend_bos": protocol.prepend_bos,
+        "batch_size": protocol.batch_size,
+        "n_perplexity_texts": len(protocol.perplexity_texts),
+        "conditions": {name: settings for name, _own, settings in info["conditions"]},
+        "model": info["model"],
     }
     return Evaluation(summary, records, settings)
-
-
-def _perplexity(model: LensModel, texts: Sequence[str], steers: list[Steer], batch_size: int) -> float:
-    ctx = steering(model, steers) if steers else contextlib.nullcontext()
-    with ctx:
-        return float(
-            perplexity(model, list(texts), batch_size=batch_size, prepend_bos=_has_bos(model))["perplexity"]
-        )
-
-
-def _has_bos(model: LensModel) -> bool:
-    return model.tokenizer.bos_token_id is not None
-
-
-@torch.no_grad()
-def _sample_perplexity(model: LensModel, gens: list[Generation], batch_size: int) -> float:
-    """Perplexity of the continuations given their prompts under the model as it is now (callers run it
-    with no edit active), token-weighted; sequences are grouped by length so nothing is padded."""
-    groups: dict[int, list[Generation]] = defaultdict(list)
-    for g in gens:
-        if g.tokens:
-            groups[len(g.prompt_tokens) + len(g.tokens)].append(g)
-    nll, n = 0.0, 0
-    for members in groups.values():
-        for start in range(0, len(members), batch_size):
-            chunk = members[start : start + batch_size]
-            ids = torch.tensor([g.prompt_tokens + g.tokens for g in chunk], device=model.device)
-            per_token = token_nll(model.bridge(ids, use_cache=False), ids).double()
-            for row, g in enumerate(chunk):
-                nll += float(per_token[row, len(g.prompt_tokens) - 1 :].sum())
-                n += len(g.tokens)
-    return math.exp(nll / n) if n else math.nan
 
 
 def _scorer_columns(name: str, scores: list[float], k: int) -> dict[str, Any]:
@@ -220,20 +265,15 @@ def _scorer_columns(name: str, scores: list[float], k: int) -> dict[str, Any]:
 
 
 def _row(
-    cond: Condition,
-    gens: list[Generation],
-    scores: list[float],
-    k: int,
-    ppl: float,
-    sppl: float,
-    gen_s: float,
+    name: str, recs: list[dict[str, Any]], k: int, ppl: float, sppl: float, gen_s: float
 ) -> dict[str, Any]:
+    scores = [r["score"] for r in recs]
     per_prompt = [scores[i : i + k] for i in range(0, len(scores), k)]
-    texts = [[g.text for g in gens[i : i + k]] for i in range(0, len(gens), k)]
+    texts = [[r["text"] for r in recs[i : i + k]] for i in range(0, len(recs), k)]
     st = toxicity_stats(per_prompt)
-    n_tok = sum(len(g.tokens) for g in gens)
+    n_tok = sum(r["n_tokens"] for r in recs)
     return {
-        "condition": cond.name,
+        "condition": name,
         "toxicity_probability": st["toxicity_probability"],
         "tp_ci_low": st["tp_ci_low"],
         "tp_ci_high": st["tp_ci_high"],
@@ -246,47 +286,40 @@ def _row(
         "dist2": distinct_n(texts, 2),
         "dist3": distinct_n(texts, 3),
         "tokens_per_second": n_tok / gen_s if gen_s > 0 else math.nan,
-        "rollbacks_per_sample": sum(len(g.rollbacks) for g in gens) / len(gens),
+        "rollbacks_per_sample": sum(r["rollbacks"] for r in recs) / len(recs),
         "mt_ci_low": st["mt_ci_low"],
         "mt_ci_high": st["mt_ci_high"],
         "sample_perplexity": sppl,
-        "recomputed_per_sample": sum(g.recomputed for g in gens) / len(gens),
+        "recomputed_per_sample": sum(r["recomputed"] for r in recs) / len(recs),
         "generation_s": gen_s,
-        "n_samples": len(gens),
+        "n_samples": len(recs),
     }
 
 
-def _records(
-    cond: Condition, gens: list[Generation], scores: list[float], k: int, model: LensModel
-) -> list[dict[str, Any]]:
-    out = []
-    for n, (g, s) in enumerate(zip(gens, scores)):
-        rec: dict[str, Any] = {
-            "condition": cond.name,
-            "prompt_index": n // k,
-            "sample_index": n % k,
-            "seed": g.seed,
-            "prompt": g.prompt,
-            "text": g.text,
-            "score": s,
-            "tokens": g.tokens,
-            "n_tokens": len(g.tokens),
-            "rollbacks": len(g.rollbacks),
-            "forward_tokens": g.forward_tokens,
-            "recomputed": g.recomputed,
-            "finish_reason": g.finish_reason,
-        }
-        if cond.monitor is not None:
-            trace = g.to_dict()
-            trace["token_texts"] = [
-                model.tokenizer.decode([e["token"]]) if e.get("token") is not None else None
-                for e in g.timeline
-            ]
-            trace["threshold"] = cond.threshold
-            trace["safe_threshold"] = cond.policy.safe_threshold if cond.policy is not None else None
-            rec["trace"] = trace
-        out.append(rec)
-    return out
+def sweep_conditions(
+    model: LensModel, vector: torch.Tensor, layer: int, scales: Sequence[float], site: str = "resid_pre"
+) -> list[Condition]:
+    """One ``steer@{scale}`` condition per scale: ``scale × vector`` at every position of ``layer``
+    (scale 0: the model unsteered)."""
+    if not scales:
+        raise ToxlensError("a steering sweep needs at least one scale")
+    conds = []
+    for a in scales:
+        steer = Steer(vector, layer, float(a), positions="all", site=site)
+        steer.check(model)
+        conds.append(
+            Condition(f"steer@{float(a):g}", steers=[steer] if a != 0 else [], settings=steer.describe())
+        )
+    return conds
+
+
+def sweep_table(result: Evaluation, scales: Sequence[float]) -> pd.DataFrame:
+    """The sweep table of a result holding the ``steer@{scale}`` conditions: a ``scale`` column in front
+    of their summary rows."""
+    names = [f"steer@{float(a):g}" for a in scales]
+    sweep = result.summary.set_index("condition").loc[names].reset_index()
+    sweep.insert(0, "scale", [float(a) for a in scales])
+    return sweep
 
 
 def sweep_steering(
@@ -302,16 +335,5 @@ def sweep_steering(
     """One :func:`evaluate` run per steering scale (``scale × vector`` at every position of ``layer``;
     scale 0 runs the model unsteered). Returns the sweep table (a ``scale`` column in front of the
     summary columns) and the full evaluation (samples included)."""
-    if not scales:
-        raise ToxlensError("sweep_steering needs at least one scale")
-    conds = []
-    for a in scales:
-        steer = Steer(vector, layer, float(a), positions="all", site=site)
-        steer.check(model)
-        conds.append(
-            Condition(f"steer@{float(a):g}", steers=[steer] if a != 0 else [], settings=steer.describe())
-        )
-    result = evaluate(model, prompts, conds, **kwargs)
-    sweep = result.summary.copy()
-    sweep.insert(0, "scale", [float(a) for a in scales])
-    return sweep, result
+    result = evaluate(model, prompts, sweep_conditions(model, vector, layer, scales, site), **kwargs)
+    return sweep_table(result, scales), result

@@ -136,7 +136,12 @@ class WorkerPool:
                 f"the cluster may lack the resources asked for ({self.options} per worker; "
                 f"cluster has {self.ray.cluster_resources()})"
             )
-        for error, _pid in self.ray.get(done):
+        exceptions = importlib.import_module("ray.exceptions")
+        for ref in done:
+            try:
+                error, _pid = self.ray.get(ref)
+            except exceptions.RayError as err:  # the actor could not even be created (e.g. unpicklable setup)
+                error = f"{type(err).__name__}: {str(err).splitlines()[-1] if str(err) else err}"
             if error is not None:
                 self.close()
                 raise ToxlensError(f"a Ray worker could not set up: {error}")

@@ -10,16 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from lens.errors import ToxlensError
-from toxlens.common import (
-    check_finite,
-    check_limit,
-    check_model_early,
-    check_seed,
-    check_steer_vector_spec,
-    device_map_args,
-    load_from_args,
-    parse_edit_params,
-)
+from toxlens.common import check_limit, check_model_early, check_seed, device_map_args, load_from_args
+from toxlens.workers_args import worker_args
 
 
 def _floats(text: str, flag: str) -> list[float]:
@@ -31,72 +23,6 @@ def _floats(text: str, flag: str) -> list[float]:
     if bad or not values:
         raise ToxlensError(f"{flag} expects comma-separated finite numbers, got {text!r}")
     return values
-
-
-def _check_plan(args: argparse.Namespace, names: list[str], scales: list[float]) -> None:
-    """Everything the conditions and the sweep need, checked before any file or model is read."""
-    from interventions.conditions import CONDITIONS, top_components
-
-    unknown = [n for n in names if n not in CONDITIONS]
-    if unknown or not names:
-        raise ToxlensError(
-            f"--conditions: unknown conditions {unknown or names}; expected a list among {list(CONDITIONS)}"
-        )
-    if len(set(names)) != len(names):
-        raise ToxlensError(f"--conditions lists a condition twice: {names}")
-    for flag in ("threshold", "safe_threshold", "correct_scale", "steer_scale", "temperature", "top_p"):
-        check_finite(getattr(args, flag), "--" + flag.replace("_", "-"))
-    if args.steer_vector is not None:
-        check_steer_vector_spec(args.steer_vector, args.probe)
-    has_vector = args.probe is not None or args.steer_vector is not None
-    needs = {
-        "ablate": [("--ablate-from LOCATE_DIR", args.ablate_from)],
-        "edit": [
-            ("--ablate-from LOCATE_DIR", args.ablate_from),
-            ("--probe DIR or --steer-vector", has_vector),
-        ],
-        "steer": [
-            ("--probe DIR or --steer-vector", has_vector),
-            ("--steer-layer L", args.steer_layer),
-            ("--steer-scale A", args.steer_scale),
-        ],
-        "rollback": [("--probe DIR", args.probe), ("--threshold T", args.threshold)],
-        "rollback+steer": [("--probe DIR", args.probe), ("--threshold T", args.threshold)],
-    }
-    for name in names:
-        for what, value in needs.get(name, []):
-            if value is None or value is False:
-                raise ToxlensError(f"condition {name!r} needs {what}")
-    if {"ablate", "edit"} & set(names):
-        top_components(args.ablate_from, args.top_k, args.ablate_kind)
-    _check_neuron_conditions(args, names)
-    if scales and (args.steer_layer is None or not has_vector):
-        raise ToxlensError("--sweep-scales needs --steer-layer and a vector (--probe or --steer-vector)")
-
-
-def _check_neuron_conditions(args: argparse.Namespace, names: list[str]) -> None:
-    """Edit-method conditions: a ranking directory of the right kind, known parameters, a monitor."""
-    from interventions.conditions import NEURON_CONDITIONS
-    from patching.neuron_result import NeuronRanking
-
-    args.edit_params = parse_edit_params(args.edit_param)
-    for name in names:
-        if name not in NEURON_CONDITIONS:
-            continue
-        base, _, rollback = name.partition("+")
-        where = (args.dampen_from if base.startswith("dampen") else args.edit_from) or (
-            args.edit_from or args.dampen_from
-        )
-        if where is None:
-            flag = "--dampen-from" if base.startswith("dampen") else "--edit-from"
-            raise ToxlensError(
-                f"condition {name!r} needs {flag} LOCATE_DIR (a `toxlens locate --texts` output)"
-            )
-        NeuronRanking.load(where)
-        if rollback and (args.probe is None or args.threshold is None):
-            raise ToxlensError(
-                f"condition {name!r} needs --probe DIR and --threshold T (the rollback monitor)"
-            )
 
 
 def add_parser(sub: Any) -> None:
@@ -178,20 +104,21 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--prepend-bos", action="store_true")
+    worker_args(p)
+    p.add_argument(
+        "--gpus-per-worker", type=float, default=0.0, help="GPUs each Ray worker reserves (with --workers)"
+    )
     p.add_argument("--out", required=True)
     p.add_argument("--overwrite", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
-    from interventions.conditions import build_conditions
-    from interventions.evaluate import evaluate, sweep_steering
-    from interventions.policy import RollbackPolicy
-    from interventions.sampling import Sampling
     from interventions.scoring import get_scorer, parse_scorers
-    from interventions.steering import vector_from_spec
     from lens.io import atomic_directory, check_output_dir
     from lens.probe import Probe
     from lens.textfiles import read_prompts, read_text_source
+    from toxlens.eval_recipe import check_plan, recipe
+    from toxlens.workers_args import check_worker_args
 
     names = [c.strip() for c in args.conditions.split(",") if c.strip()]
     scales = _floats(args.sweep_scales, "--sweep-scales") if args.sweep_scales is not None else []
@@ -204,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
             raise ToxlensError(f"{flag} must be >= 1, got {v}")
     check_limit(args.limit_prompts, "--limit-prompts")
     check_limit(args.limit_perplexity, "--limit-perplexity")
-    _check_plan(args, names, scales)
+    check_plan(args, names, scales)
+    check_worker_args(args)
     inputs = [args.model, args.prompts, args.perplexity_text, args.probe, args.ablate_from, args.steer_vector]
     inputs += [args.dampen_from, args.edit_from]
     check_output_dir(Path(args.out), args.overwrite, inputs)
@@ -223,69 +151,22 @@ def run(args: argparse.Namespace) -> int:
             f"--probe {args.probe!r} cannot monitor generation (conditions {','.join(monitored)}): "
             f"{probe.monitor_refusal()}"
         )
+    if args.steer_vector == "probe" and probe is None:
+        raise ToxlensError("--steer-vector probe needs --probe DIR")
     scorers = parse_scorers(args.scorer)
     for name in scorers:
         get_scorer(name)  # fail before loading the model
-    sampling = Sampling(args.temperature, args.sample_top_k, args.top_p)
     if args.threshold is not None and not 0 < args.threshold <= 1:
         raise ToxlensError(f"--threshold must be in (0, 1], got {args.threshold}")
-    policy = RollbackPolicy(
-        safe_threshold=(
-            args.safe_threshold
-            if args.safe_threshold is not None
-            else (args.threshold / 2 if args.threshold is not None else 0.3)
-        ),
-        budget=args.budget,
-        on_budget=args.on_budget,
-        steer_tokens=args.correct_tokens,
-        steer_layer=args.correct_layer,
-        forbid_token=not args.no_forbid,
-    )
     check_model_early(args, {"--steer-layer": args.steer_layer, "--correct-layer": args.correct_layer})
     t0 = time.perf_counter()
-    model = load_from_args(args)
-    if args.steer_vector == "probe" and probe is None:
-        raise ToxlensError("--steer-vector probe needs --probe DIR")
-    # None: the conditions fall back to the probe's direction
-    vector = None if args.steer_vector in (None, "probe") else vector_from_spec(args.steer_vector, model)
-    conditions = build_conditions(
-        model,
-        names,
-        probe=probe,
-        threshold=args.threshold,
-        policy=policy,
-        correct_scale=args.correct_scale,
-        locate_dir=args.ablate_from,
-        top_k=args.top_k,
-        ablate_kind=args.ablate_kind,
-        ablate_mode=args.ablate_mode,
-        reference=ppl_texts[:32],
-        steer_vector=vector,
-        steer_layer=args.steer_layer,
-        steer_scale=args.steer_scale,
-        dampen_from=args.dampen_from,
-        edit_from=args.edit_from,
-        edit_params=args.edit_params,
-    )
-    common: dict[str, Any] = {
-        "samples": args.samples,
-        "max_new_tokens": args.max_new_tokens,
-        "seed": args.seed,
-        "scorer": scorers[0],
-        "extra_scorers": scorers[1:],
-        "perplexity_texts": ppl_texts,
-        "sampling": sampling,
-        "batch_size": args.batch_size,
-        "prepend_bos": args.prepend_bos,
-        "progress": lambda msg: print(msg, flush=True),
-    }
-    result = evaluate(model, prompts, conditions, **common)
+    result = _run_conditions(args, prompts, scorers, recipe(args, ppl_texts, scales))
     sweep = None
     if scales:
-        v = vector if vector is not None else (probe.direction if probe is not None else None)
-        if v is None or args.steer_layer is None:
-            raise ToxlensError("--sweep-scales needs --steer-layer and a vector (--probe or --steer-vector)")
-        sweep, _ = sweep_steering(model, prompts, v, args.steer_layer, scales, **common)
+        from interventions.evaluate import sweep_table
+
+        sweep = sweep_table(result, scales)
+        result = result.select(names)
     result.settings.update(
         command="evaluate",
         args={k: v for k, v in vars(args).items() if k != "func"},
@@ -321,3 +202,52 @@ def run(args: argparse.Namespace) -> int:
         )
     print(json.dumps({"wrote": str(args.out)}))
     return 0
+
+
+def _run_conditions(
+    args: argparse.Namespace, prompts: list[str], scorers: list[str], spec: dict[str, Any]
+) -> Any:
+    """Every condition (and sweep scale) in this process, or on Ray workers with --workers N."""
+    import functools
+
+    from interventions.evaluate import evaluate, make_protocol
+    from interventions.sampling import Sampling
+    from toxlens.eval_recipe import make_conditions
+    from toxlens.workers_args import threads_per_worker, use_ray
+
+    common: dict[str, Any] = {
+        "samples": args.samples,
+        "max_new_tokens": args.max_new_tokens,
+        "seed": args.seed,
+        "scorer": scorers[0],
+        "extra_scorers": scorers[1:],
+        "perplexity_texts": spec["ppl_texts"],
+        "sampling": Sampling(args.temperature, args.sample_top_k, args.top_p),
+        "batch_size": args.batch_size,
+        "prepend_bos": args.prepend_bos,
+    }
+    say = functools.partial(print, flush=True)
+    if not use_ray(args):
+        model = load_from_args(args)
+        return evaluate(model, prompts, make_conditions(model, spec), progress=say, **common)
+    from interventions.evaluate_ray import evaluate_on_ray
+    from lens.loading import load_model
+
+    load = functools.partial(
+        load_model,
+        args.model,
+        args.device,
+        args.dtype,
+        device_map=args.device_map,
+        max_memory=args.max_memory,
+    )
+    return evaluate_on_ray(
+        load,
+        functools.partial(make_conditions, spec=spec),
+        make_protocol(prompts, **common),
+        workers=args.workers,
+        address=args.ray_address,
+        threads=threads_per_worker(args),
+        gpus_per_worker=args.gpus_per_worker,
+        say=say,
+    )

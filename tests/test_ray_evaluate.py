@@ -1,0 +1,143 @@
+"""`toxlens evaluate --workers 2` on a local Ray cluster: the same files as one process, no sample lost
+when a worker is killed, and one clear error for every bad worker flag."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_cli_evaluate import ALL, base
+from test_cli_evaluate import setup as setup
+
+from interventions.conditions import build_conditions
+from interventions.evaluate import evaluate, make_protocol
+from lens.loading import load_model
+from lens.probe import Probe
+from toxlens.cli import main
+
+ray = pytest.importorskip("ray")
+
+# timing columns: the only ones allowed to differ between runs
+TIMING = ["tokens_per_second", "generation_s"]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[None]:
+    """One local Ray cluster for the module (WorkerPool joins it and leaves it running)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _run(s: dict[str, Path], out: Path, *extra: str) -> None:
+    args = [*base(s, out, ALL), "--batch-size", "2", "--sweep-scales", "0,-2", *extra]
+    assert main(args) == 0
+
+
+def test_two_workers_write_what_one_process_writes(
+    setup: dict[str, Path],
+    cluster: None,
+    tmp_path: Path,
+) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    _run(setup, one)
+    _run(setup, two, "--workers", "2")
+    assert sorted(p.name for p in one.rglob("*")) == sorted(p.name for p in two.rglob("*"))
+    for name in ("summary.csv", "sweep.csv"):
+        a, b = pd.read_csv(one / name), pd.read_csv(two / name)
+        pd.testing.assert_frame_equal(a.drop(columns=TIMING), b.drop(columns=TIMING), check_exact=True)
+    assert (one / "samples.jsonl").read_text() == (two / "samples.jsonl").read_text()
+    c1, c2 = (json.loads((d / "config.json").read_text()) for d in (one, two))
+    assert c2.pop("workers") == 2 and c2.pop("retried_tasks") == 0 and c2.pop("ray_address") is None
+    for c in (c1, c2):
+        c.pop("wall_time_s")
+        c["args"].pop("out")
+        c["args"].pop("workers")
+    assert c1 == c2
+    # 3 prompts × 2 samples, batch 2: three generation tasks per condition, so both workers generated
+    assert len(pd.read_csv(two / "summary.csv")) == len(ALL.split(","))
+
+
+def test_a_killed_worker_loses_no_sample(setup: dict[str, Path], cluster: None) -> None:
+    from interventions.evaluate_ray import evaluate_on_ray
+
+    prompts = (setup["root"] / "prompts.txt").read_text().splitlines()
+    probe = Probe.load(setup["probe"])
+    make = functools.partial(build_conditions, names=["none", "rollback"], probe=probe, threshold=0.5)
+    kw: dict[str, Any] = {"samples": 3, "max_new_tokens": 5, "seed": 4, "batch_size": 2}
+    load = functools.partial(load_model, str(setup["model"]), "cpu")  # importable: Ray sends it by reference
+    model = load()
+    alone = evaluate(model, prompts, make(model), **kw)
+    killed: list[int] = []
+
+    def kill_first(actor: Any, i: int) -> None:
+        if i == 2 and not killed:  # a generation task, while others are in flight
+            killed.append(i)
+            ray.kill(actor)
+
+    spread = evaluate_on_ray(
+        load,
+        make,
+        make_protocol(prompts, **kw),
+        workers=2,
+        threads=1,
+        progress=False,
+        on_dispatch=kill_first,
+    )
+    assert killed == [2]
+    assert spread.settings["retried_tasks"] == 1
+    assert len(spread.samples) == len(alone.samples) == 2 * 3 * 3
+    assert [(s["condition"], s["prompt_index"], s["sample_index"]) for s in spread.samples] == [
+        (s["condition"], s["prompt_index"], s["sample_index"]) for s in alone.samples
+    ]
+    assert spread.samples == alone.samples
+    pd.testing.assert_frame_equal(
+        spread.summary.drop(columns=TIMING), alone.summary.drop(columns=TIMING), check_exact=True
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--workers", "0"], "--workers must be >= 1"),
+        (["--workers", "2", "--worker-threads", "0"], "--worker-threads must be >= 1"),
+        (["--workers", "2", "--ray-address", "127.0.0.1:1"], "no Ray head reachable at 127.0.0.1:1"),
+        (["--workers", "2", "--ray-address", "somewhere"], "expected auto, HOST:PORT"),
+    ],
+)
+def test_bad_worker_flags(
+    setup: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    needle: str,
+) -> None:
+    out = tmp_path / "ev"
+    assert main([*base(setup, out, "none"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err, err
+    assert not out.exists() and not list(tmp_path.glob(".ev*"))
+
+
+def test_ray_missing(
+    setup: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    out = tmp_path / "ev"
+    assert main([*base(setup, out, "none"), "--workers", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs Ray, which is not installed" in err and "toxlens[ray]" in err, err
+    assert not out.exists()
