@@ -12,6 +12,7 @@ retries is recorded in the settings (``retried_tasks``).
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -41,6 +42,7 @@ def evaluate_on_ray(
     say = say or (lambda _msg: None)
     say(f"starting {workers} Ray workers (each loads the model once)")
     setup = functools.partial(setup_state, load, make_conditions, protocol)
+    t0 = time.perf_counter()
     with WorkerPool(
         workers, setup, address=address, threads=threads, gpus_per_worker=gpus_per_worker
     ) as pool:
@@ -58,7 +60,9 @@ def evaluate_on_ray(
             finally:
                 bar.close()
 
+        startup_s = time.perf_counter() - t0
         result = run_evaluation(execute, protocol, say)
+        result.settings["startup_s"] = startup_s
         result.settings["workers"] = workers
         result.settings["ray_address"] = address
         result.settings["retried_tasks"] = len(pool.retried)

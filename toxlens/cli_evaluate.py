@@ -228,8 +228,12 @@ def _run_conditions(
     }
     say = functools.partial(print, flush=True)
     if not use_ray(args):
+        t0 = time.perf_counter()
         model = load_from_args(args)
-        return evaluate(model, prompts, make_conditions(model, spec), progress=say, **common)
+        startup_s = time.perf_counter() - t0
+        result = evaluate(model, prompts, make_conditions(model, spec), progress=say, **common)
+        result.settings["startup_s"] = startup_s
+        return result
     from interventions.evaluate_ray import evaluate_on_ray
     from lens.loading import load_model
 
