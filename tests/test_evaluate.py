@@ -15,9 +15,10 @@ import torch
 from tiny import TOXIC_WORDS, tiny
 
 from interventions.conditions import CONDITIONS, Condition, build_conditions, top_components
-from interventions.evaluate import SUMMARY_COLUMNS, evaluate, sweep_steering
+from interventions.evaluate import SUMMARY_COLUMNS, evaluate
 from interventions.policy import RollbackPolicy
 from interventions.steering import Steer
+from interventions.sweep import sweep_steering
 from lens.errors import ToxlensError
 from lens.model import LensModel
 from lens.probe import Probe

@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     result = _run_conditions(args, prompts, scorers, recipe(args, ppl_texts, scales))
     sweep = None
     if scales:
-        from interventions.evaluate import sweep_table
+        from interventions.sweep import sweep_table
 
         sweep = sweep_table(result, scales)
         result = result.select(names)

@@ -92,9 +92,9 @@ def recipe(args: argparse.Namespace, ppl_texts: list[str], scales: list[float]) 
 def make_conditions(model: Any, spec: dict[str, Any]) -> list[Any]:
     """The ``--conditions`` conditions, then one ``steer@{scale}`` condition per ``--sweep-scales`` value."""
     from interventions.conditions import build_conditions
-    from interventions.evaluate import sweep_conditions
     from interventions.policy import RollbackPolicy
     from interventions.steering import vector_from_spec
+    from interventions.sweep import sweep_conditions
     from lens.probe import Probe
 
     args = argparse.Namespace(**spec["args"])
