@@ -16,6 +16,11 @@ For each :class:`~interventions.conditions.Condition`, with its edit active (and
   ``dist1..3`` (:func:`interventions.scoring.distinct_n`);
 * **cost** — kept tokens per second of generation wall time, rollbacks and recomputed positions per
   sample.
+
+The work is cut into tasks (:mod:`interventions.eval_tasks`: generation batches, perplexities) whose
+results depend only on their own inputs; :func:`evaluate` runs them here, and
+:func:`interventions.evaluate_ray.evaluate_on_ray` runs the same tasks on Ray workers
+(``toxlens evaluate --workers N``) with the same result, timing columns aside.
 """
 
 from __future__ import annotations
