@@ -109,8 +109,15 @@ class WorkerPool:
             try:
                 self.ray.init(address=address, **kwargs)
             except Exception as err:
+                hint = (
+                    "; if that cluster uses token authentication (Ray >= 2.59 turns it on for clusters "
+                    "started with `ray start`), set RAY_AUTH_MODE=token here too, with RAY_AUTH_TOKEN or "
+                    "~/.ray/auth_token holding the token of `ray get-auth-token`"
+                    if address is not None
+                    else ""
+                )
                 raise ToxlensError(
-                    f"could not start or join a Ray cluster (address {address!r}): {err}"
+                    f"could not start or join a Ray cluster (address {address!r}): {err}{hint}"
                 ) from err
             self.owns_cluster = True
         self.setup, self.threads = setup, threads

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import signal
+import socket
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +32,49 @@ ray = pytest.importorskip("ray")
 
 # timing columns: the only ones allowed to differ between runs
 TIMING = ["tokens_per_second", "generation_s"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_joins_a_running_cluster(setup: dict[str, Path], tmp_path: Path) -> None:
+    """--ray-address HOST:PORT joins a cluster started with `ray start --head` (stopped by its own PID)."""
+    port = _free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    ray_cli = Path(sys.executable).parent / "ray"
+    start = [str(ray_cli), "start", "--head", "--block", "--port", str(port), "--num-cpus", "2"]
+    head = subprocess.Popen(
+        [*start, "--include-dashboard", "false", "--disable-usage-stats"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and head.poll() is None, "ray head did not start"
+                time.sleep(0.5)
+        out = tmp_path / "joined"
+        cmd = [sys.executable, "-m", "toxlens", *base(setup, out, "none,steer"), "--batch-size", "2"]
+        cmd += ["--workers", "2", "--ray-address", f"127.0.0.1:{port}"]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        config = json.loads((out / "config.json").read_text())
+        assert config["workers"] == 2 and config["ray_address"] == f"127.0.0.1:{port}"
+        assert len((out / "samples.jsonl").read_text().splitlines()) == 2 * 3 * 2
+    finally:
+        head.send_signal(signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
 
 
 @pytest.fixture(scope="module")
