@@ -160,6 +160,7 @@ def test_a_killed_worker_loses_no_sample(setup: dict[str, Path], cluster: None) 
     [
         (["--workers", "0"], "--workers must be >= 1"),
         (["--workers", "2", "--worker-threads", "0"], "--worker-threads must be >= 1"),
+        (["--workers", "2", "--gpus-per-worker", "nan"], "--gpus-per-worker must be a number >= 0"),
         (["--workers", "2", "--ray-address", "127.0.0.1:1"], "no Ray head reachable at 127.0.0.1:1"),
         (["--workers", "2", "--ray-address", "somewhere"], "expected auto, HOST:PORT"),
     ],

@@ -105,9 +105,6 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--prepend-bos", action="store_true")
     worker_args(p)
-    p.add_argument(
-        "--gpus-per-worker", type=float, default=0.0, help="GPUs each Ray worker reserves (with --workers)"
-    )
     p.add_argument("--out", required=True)
     p.add_argument("--overwrite", action="store_true")
 
@@ -213,7 +210,7 @@ def _run_conditions(
     from interventions.evaluate import evaluate, make_protocol
     from interventions.sampling import Sampling
     from toxlens.eval_recipe import make_conditions
-    from toxlens.workers_args import threads_per_worker, use_ray
+    from toxlens.workers_args import gpus_per_worker, threads_per_worker, use_ray
 
     common: dict[str, Any] = {
         "samples": args.samples,
@@ -252,6 +249,6 @@ def _run_conditions(
         workers=args.workers,
         address=args.ray_address,
         threads=threads_per_worker(args),
-        gpus_per_worker=args.gpus_per_worker,
+        gpus_per_worker=gpus_per_worker(args),
         say=say,
     )

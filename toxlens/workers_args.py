@@ -22,11 +22,30 @@ def worker_args(p: argparse.ArgumentParser) -> None:
         help="join this Ray cluster (auto, HOST:PORT or ray://HOST:PORT); default: start a local one",
     )
     p.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=None,
+        help="GPUs each Ray worker reserves (default: 1 when the model runs on CUDA, else 0)",
+    )
+    p.add_argument(
         "--worker-threads",
         type=int,
         default=None,
         help="torch threads per Ray worker (default: CPU cores // workers on a local cluster, else torch's)",
     )
+
+
+def gpus_per_worker(args: argparse.Namespace) -> float:
+    """--gpus-per-worker, else 1 when the model runs on CUDA (``--device cuda…``, or no --device and
+    this machine has a GPU), so that each worker gets its own GPU; 0 otherwise."""
+    if args.gpus_per_worker is not None:
+        return float(args.gpus_per_worker)
+    device = getattr(args, "device", None)
+    if device is not None:
+        return 1.0 if str(device).startswith("cuda") else 0.0
+    import torch
+
+    return 1.0 if torch.cuda.is_available() else 0.0
 
 
 def check_worker_args(args: argparse.Namespace) -> None:
@@ -36,6 +55,8 @@ def check_worker_args(args: argparse.Namespace) -> None:
 
     if args.workers < 1:
         raise ToxlensError(f"--workers must be >= 1, got {args.workers}")
+    if args.gpus_per_worker is not None and not 0 <= args.gpus_per_worker < 1e6:
+        raise ToxlensError(f"--gpus-per-worker must be a number >= 0, got {args.gpus_per_worker}")
     if args.worker_threads is not None and args.worker_threads < 1:
         raise ToxlensError(f"--worker-threads must be >= 1, got {args.worker_threads}")
     if not use_ray(args):
