@@ -49,11 +49,18 @@ def length_batches(
     """Run blocks ``0 .. stop-1`` over the texts grouped by token length (never padded), ``batch_size``
     at a time; yield each batch's text indices and its activations at the hooks ``names``."""
     for rows in length_groups(ids, batch_size):
-        seen: dict[str, Tensor] = {}
-        prepared = model.prepare(torch.tensor([list(ids[i]) for i in rows], device=model.device))
-        with attach(model.bridge, keepers(seen, list(names))):
-            model.run_layers(prepared.resid, prepared, 0, stop)
-        yield rows, seen
+        yield rows, run_batch(model, [ids[i] for i in rows], names, stop)
+
+
+def run_batch(
+    model: LensModel, rows: Sequence[Sequence[int]], names: Sequence[str], stop: int
+) -> dict[str, Tensor]:
+    """Run blocks ``0 .. stop-1`` over one batch of equal-length token rows; the activations at ``names``."""
+    seen: dict[str, Tensor] = {}
+    prepared = model.prepare(torch.tensor([list(r) for r in rows], device=model.device))
+    with attach(model.bridge, keepers(seen, list(names))):
+        model.run_layers(prepared.resid, prepared, 0, stop)
+    return seen
 
 
 # -- features ---------------------------------------------------------------------------------

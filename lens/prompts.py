@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +59,20 @@ class ContrastPairs:
     def length_groups(self) -> dict[int, list[int]]:
         """Sequence length → indices of the pairs of that length (in file order)."""
         return self._groups
+
+    def restricted(self, indices: Sequence[int]) -> ContrastPairs:
+        """The same pairs, with :meth:`length_groups` (what every sweep iterates) covering only ``indices``.
+
+        Pair indices stay global (per-pair metric targets keep working) and ``len`` stays the whole set,
+        so a sweep fills only those rows. A sharded run gives each worker whole length groups: each
+        group's batches are then exactly those of the unsharded run."""
+        keep = set(indices)
+        if not keep <= set(range(len(self.pairs))):
+            raise ToxlensError(f"pair indices outside [0, {len(self.pairs)})")
+        view = ContrastPairs(self.pairs, self.source, self.prepend_bos)
+        groups = {n: [i for i in idx if i in keep] for n, idx in self._groups.items()}
+        view._groups = {n: idx for n, idx in groups.items() if idx}
+        return view
 
     def tokens(self, indices: list[int], side: str) -> Int[Tensor, "batch pos"]:
         """Token ids of one length group, ``side`` ``"toxic"`` or ``"benign"``."""

@@ -107,7 +107,8 @@ class WorkerPool:
             if address is None:
                 kwargs["num_cpus"] = max(os.cpu_count() or 1, int(workers * cpus_per_worker + 0.999))
             try:
-                self.ray.init(address=address, **kwargs)
+                # "local": a new cluster, never one that another process started on this machine
+                self.ray.init(address=address or "local", **kwargs)
             except Exception as err:
                 hint = (
                     "; if that cluster uses token authentication (Ray >= 2.59 turns it on for clusters "

@@ -208,12 +208,7 @@ def build_result(
         "component": spec.component,
         "model": model.info.to_dict(),
         "metric": metric.to_dict(),
-        "pairs": {
-            "source": pairs.source,
-            "n_pairs": len(pairs),
-            "prepend_bos": pairs.prepend_bos,
-            "lengths": {str(k): len(v) for k, v in pairs.length_groups().items()},
-        },
+        "pairs": pairs_metadata(pairs),
         "positions": POSITIONS.get(spec.target, "one per cell"),
         "timings": timings,
         **extra,
@@ -221,6 +216,16 @@ def build_result(
     return PatchResult(
         method, spec.dims, spec.coords, patched.reshape(len(pairs), *shape), m_toxic, m_benign, metadata
     )
+
+
+def pairs_metadata(pairs: ContrastPairs) -> dict[str, Any]:
+    """What a result records about its pairs: source, count, ``prepend_bos``, pairs per length."""
+    return {
+        "source": pairs.source,
+        "n_pairs": len(pairs),
+        "prepend_bos": pairs.prepend_bos,
+        "lengths": {str(k): len(v) for k, v in pairs.length_groups().items()},
+    }
 
 
 def patch_components(model: LensModel, pairs: ContrastPairs, metric: Metric, **kw: Any) -> PatchResult:

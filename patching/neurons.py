@@ -32,7 +32,7 @@ from lens.probe import data_hash, fit_probe
 from lens.weights import head_out_weights, mlp_weights
 from patching.neuron_result import NeuronRanking
 from patching.text_attribution import attribution_scores
-from patching.text_stats import POOLINGS, auroc_columns, collect_pooled, effect_size
+from patching.text_stats import POOLINGS, Pooler, auroc_columns, collect_pooled, effect_size
 
 
 def rank_from_texts(
@@ -51,8 +51,10 @@ def rank_from_texts(
     probe_seed: int = 0,
     subspace_rank: int = 4,
     progress: Callable[[str], None] | None = None,
+    pooler: Pooler | None = None,
 ) -> NeuronRanking:
-    """Rank neurons, heads and MLPs from labelled texts (see the module docstring)."""
+    """Rank neurons, heads and MLPs from labelled texts (see the module docstring). ``pooler`` runs the
+    pooling pass's batches elsewhere (:mod:`toxlens.locate_texts_sharded`); the result is the same."""
     if pooling not in POOLINGS:
         raise ToxlensError(f"unknown neuron pooling {pooling!r}; expected one of {POOLINGS}")
     if len(texts) != len(labels):
@@ -75,7 +77,9 @@ def rank_from_texts(
             )
     say = progress or (lambda _m: None)
     say(f"pooling activations of {len(texts)} texts")
-    stats = collect_pooled(model, texts, pooling, batch_size, prepend_bos, max_tokens, baseline=y == 0)
+    stats = collect_pooled(
+        model, texts, pooling, batch_size, prepend_bos, max_tokens, baseline=y == 0, pooler=pooler
+    )
     probe = fit_probe(stats.resid, y, model.n_layers - 1, "resid_post", "mean", seed=probe_seed)
     probe.metadata.update(spec=model.spec, data_hash=data_hash(texts, labels), source="locate --texts")
     d = probe.direction

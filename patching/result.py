@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,61 @@ class PatchResult:
             q = torch.quantile(boot, torch.tensor([alpha, 1 - alpha]), dim=0)
             self._ci = (q[0].reshape(self.shape), q[1].reshape(self.shape))
         return self._ci
+
+    # -- shards ----------------------------------------------------------------------------------
+    def select(self, indices: Sequence[int]) -> PatchResult:
+        """The rows (pairs) ``indices`` only, in that order (same cells and metadata)."""
+        idx = torch.tensor(list(indices), dtype=torch.long)
+        return PatchResult(
+            self.method,
+            self.dims,
+            self.coords,
+            self.patched[idx],
+            self.m_toxic[idx],
+            self.m_benign[idx],
+            dict(self.metadata),
+        )
+
+    @classmethod
+    def concat(
+        cls,
+        parts: Sequence[PatchResult],
+        indices: Sequence[Sequence[int]],
+        metadata: dict[str, Any] | None = None,
+    ) -> PatchResult:
+        """Merge shard results: row ``j`` of ``parts[k]`` is pair ``indices[k][j]`` of the whole set.
+
+        The per-pair values are stored exactly, so ``mean``, the bootstrap CI and everything else derived
+        from the merged result equal those of one run over the whole set with the same per-pair values.
+        ``metadata`` (default: the first part's) labels the merged result."""
+        if not parts or len(parts) != len(indices):
+            raise ToxlensError(
+                f"concat needs one index list per part, got {len(parts)} parts, {len(indices)} lists"
+            )
+        first = parts[0]
+        for part, idx in zip(parts, indices):
+            if (part.method, part.dims, part.coords) != (first.method, first.dims, first.coords):
+                raise ToxlensError(
+                    f"cannot merge a {part.method} result over {part.dims} with a {first.method} result "
+                    f"over {first.dims}; expected shards of the same sweep"
+                )
+            if part.n_pairs != len(idx):
+                raise ToxlensError(f"a shard holds {part.n_pairs} pairs but {len(idx)} indices")
+        order = torch.tensor([i for idx in indices for i in idx], dtype=torch.long)
+        n = len(order)
+        if sorted(order.tolist()) != list(range(n)):
+            raise ToxlensError(f"shard indices must cover pairs 0..{n - 1} once each")
+        inverse = torch.empty(n, dtype=torch.long)
+        inverse[order] = torch.arange(n)
+        return cls(
+            first.method,
+            first.dims,
+            first.coords,
+            torch.cat([p.patched for p in parts])[inverse],
+            torch.cat([p.m_toxic for p in parts])[inverse],
+            torch.cat([p.m_benign for p in parts])[inverse],
+            dict(first.metadata if metadata is None else metadata),
+        )
 
     # -- labels ----------------------------------------------------------------------------------
     def names(self) -> list[str]:

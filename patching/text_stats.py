@@ -16,7 +16,7 @@ Memory is ``n_texts × (n_layers·(d_mlp + 2·d_model) + d_model) × 4`` bytes (
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +27,7 @@ from torch import Tensor
 from lens.errors import ToxlensError
 from lens.hooks import mlp_out_name, resid_post_name, z_name
 from lens.model import LensModel
-from lens.probe import length_batches, tokenize_texts
+from lens.probe_features import length_groups, run_batch, tokenize_texts
 from lens.weights import mlp_weights, neuron_act_name
 
 POOLINGS = ("mean", "max")
@@ -44,6 +44,57 @@ class PooledStats:
     baseline_neurons: Float[Tensor, "layer d_mlp"]
 
 
+@dataclass
+class PooledBatch:
+    """One batch's pooled values (rows in batch order) and its baseline texts' neuron-activation sums."""
+
+    neurons: Float[Tensor, "b layer d_mlp"]
+    z: Float[Tensor, "b layer head_index d_head"]
+    mlp_out: Float[Tensor, "b layer d_model"]
+    resid: Float[Tensor, "b d_model"]
+    base_sum: Float[Tensor, "layer d_mlp"] | None  # float64; None when no row is a baseline text
+
+
+# (batches of text indices, token ids of every text, baseline flag per text) -> one PooledBatch per batch
+Pooler = Callable[[list[list[int]], list[list[int]], Tensor], Iterable[PooledBatch]]
+
+
+@torch.no_grad()
+def pool_batch(
+    model: LensModel, rows: Sequence[Sequence[int]], pooling: str, in_base: Bool[Tensor, "b"]
+) -> PooledBatch:
+    """Pool every unit's activation over one batch of equal-length token rows."""
+    nl = model.n_layers
+    names = [neuron_act_name(la) for la in range(nl)] + [z_name(la) for la in range(nl)]
+    names += [mlp_out_name(la) for la in range(nl)] + [resid_post_name(nl - 1)]
+    seen = run_batch(model, rows, names, nl)
+    neurons, z, mlp_out, base = [], [], [], []
+    for layer in range(nl):
+        act = seen[neuron_act_name(layer)].float()
+        neurons.append((act.mean(1) if pooling == "mean" else act.amax(1)).cpu())
+        if in_base.any():
+            base.append(act[in_base.to(act.device)].sum((0, 1)).double().cpu())
+        z.append(seen[z_name(layer)].float().mean(1).cpu())
+        mlp_out.append(seen[mlp_out_name(layer)].float().mean(1).cpu())
+    return PooledBatch(
+        torch.stack(neurons, 1),
+        torch.stack(z, 1),
+        torch.stack(mlp_out, 1),
+        seen[resid_post_name(nl - 1)].float().mean(1).cpu(),
+        torch.stack(base) if base else None,
+    )
+
+
+def local_pooler(model: LensModel, pooling: str) -> Pooler:
+    """The in-process :data:`Pooler`: :func:`pool_batch` on each batch in turn."""
+
+    def pool(batches: list[list[int]], ids: list[list[int]], in_base: Tensor) -> Iterator[PooledBatch]:
+        for rows in batches:  # lazily: one batch's activations in memory at a time
+            yield pool_batch(model, [ids[i] for i in rows], pooling, in_base[rows])
+
+    return pool
+
+
 @torch.no_grad()
 def collect_pooled(
     model: LensModel,
@@ -54,11 +105,14 @@ def collect_pooled(
     max_tokens: int = 64,
     baseline: Bool[Tensor, "n"] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    pooler: Pooler | None = None,
 ) -> PooledStats:
     """Pool every unit's activation over each text (see the module docstring).
 
     ``baseline_neurons`` is the mean neuron activation over every token of the texts selected by
-    ``baseline`` (all texts when None)."""
+    ``baseline`` (all texts when None). ``pooler`` runs the batches (default: here, one after another;
+    :mod:`toxlens.locate_texts_sharded`: on Ray workers); the batches, and the order in which their values are
+    gathered and summed, are the same either way, so the result is too."""
     if pooling not in POOLINGS:
         raise ToxlensError(f"unknown neuron pooling {pooling!r}; expected one of {POOLINGS}")
     if batch_size < 1 or max_tokens < 1:
@@ -80,21 +134,17 @@ def collect_pooled(
     in_base = torch.ones(n, dtype=torch.bool) if baseline is None else baseline.bool()
     if in_base.shape != (n,) or not in_base.any():
         raise ToxlensError(f"baseline must select some of the {n} texts, got {tuple(in_base.shape)} / none")
+    batches = list(length_groups(ids, batch_size))
+    pooled = (pooler or local_pooler(model, pooling))(batches, ids, in_base)
     base_sum = torch.zeros(nl, d_mlp, dtype=torch.float64)
-    names = [neuron_act_name(la) for la in range(nl)] + [z_name(la) for la in range(nl)]
-    names += [mlp_out_name(la) for la in range(nl)] + [resid_post_name(nl - 1)]
     done = 0
-    for rows, seen in length_batches(model, ids, names, nl, batch_size):
-        for layer in range(nl):
-            act = seen[neuron_act_name(layer)].float()
-            pooled = act.mean(1) if pooling == "mean" else act.amax(1)
-            out.neurons[rows, layer] = pooled.cpu()
-            keep = in_base[rows]
-            if keep.any():
-                base_sum[layer] += act[keep.to(act.device)].sum((0, 1)).double().cpu()
-            out.z[rows, layer] = seen[z_name(layer)].float().mean(1).cpu()
-            out.mlp_out[rows, layer] = seen[mlp_out_name(layer)].float().mean(1).cpu()
-        out.resid[rows] = seen[resid_post_name(nl - 1)].float().mean(1).cpu()
+    for rows, part in zip(batches, pooled, strict=True):
+        out.neurons[rows] = part.neurons
+        out.z[rows] = part.z
+        out.mlp_out[rows] = part.mlp_out
+        out.resid[rows] = part.resid
+        if part.base_sum is not None:
+            base_sum += part.base_sum
         done += len(rows)
         if progress is not None:
             progress(done, n)

@@ -80,7 +80,7 @@ def test_joins_a_running_cluster(setup: dict[str, Path], tmp_path: Path) -> None
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[None]:
     """One local Ray cluster for the module (WorkerPool joins it and leaves it running)."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield
     finally:

@@ -210,7 +210,7 @@ def _run_conditions(
     from interventions.evaluate import evaluate, make_protocol
     from interventions.sampling import Sampling
     from toxlens.eval_recipe import make_conditions
-    from toxlens.workers_args import gpus_per_worker, threads_per_worker, use_ray
+    from toxlens.workers_args import gpus_per_worker, use_ray, worker_threads
 
     common: dict[str, Any] = {
         "samples": args.samples,
@@ -248,7 +248,7 @@ def _run_conditions(
         make_protocol(prompts, **common),
         workers=args.workers,
         address=args.ray_address,
-        threads=threads_per_worker(args),
+        threads=worker_threads(args),
         gpus_per_worker=gpus_per_worker(args),
         say=say,
     )

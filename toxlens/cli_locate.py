@@ -66,6 +66,9 @@ def add_parser(sub: Any) -> None:
     loc.add_argument("--out", required=True, help="output directory (written atomically)")
     loc.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     loc.add_argument("--no-progress", action="store_true")
+    from toxlens.workers_args import worker_args
+
+    worker_args(loc)
     from toxlens.cli_locate_texts import add_text_args
 
     add_text_args(loc)
@@ -82,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
         raise ToxlensError("--positions and --rank-by need --pairs (contrast pairs), not --texts")
     if args.rank_by != "all" and not args.positions:
         raise ToxlensError(f"--rank-by {args.rank_by} needs --positions (the position-class scores)")
+    from toxlens.workers_args import check_worker_args
+
+    check_worker_args(args)
     if args.texts is not None:
         from toxlens.cli_locate_texts import run_texts
 
@@ -118,10 +124,29 @@ def run(args: argparse.Namespace) -> int:
     metric = pair_metric(args, model, pairs)
     timings["prepare_inputs_s"] = time.perf_counter() - t0
     settings = {"ig_steps": args.ig_steps, "ig_mode": args.ig_mode, "relp_ah_rule": args.relp_ah_rule}
-    result = locate(model, pairs, metric, ",".join(methods), args.batch_size, not args.no_progress, settings)
+    workers: dict[str, Any] | None = None
+    by_class = None
+    from toxlens.workers_args import use_ray
+
+    if use_ray(args):
+        from toxlens.locate_sharded import sharded_locate
+
+        result, by_class, workers = sharded_locate(
+            args, model, pairs, metric, methods, settings, args.positions
+        )
+    else:
+        result = locate(
+            model, pairs, metric, ",".join(methods), args.batch_size, not args.no_progress, settings
+        )
     timings.update(result.timings)
     table, positions = result.table(), None
-    if args.positions:
+    if by_class is not None and result.activation is not None:
+        from patching.position_scores import position_table, rerank
+
+        positions = position_table(by_class, result.activation)
+        table = rerank(table, positions, args.rank_by)
+        timings["positions_s"] = float((workers or {}).get("positions_s", 0.0))
+    elif args.positions:
         from patching.position_scores import position_scores, rerank
 
         t0 = time.perf_counter()
@@ -144,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
         timings["total_s"] = time.perf_counter() - t_all
         info = summary(result, model, pairs, metric, args.top_k, timings)
         info["rank_by"] = args.rank_by
+        if workers is not None:
+            info["workers"] = workers
         if positions is not None:
             from patching.position_scores import CLASSES_DEFINITION
 

@@ -114,6 +114,13 @@ def run_texts(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     import torch
 
+    pooler = None
+    from toxlens.workers_args import use_ray
+
+    if use_ray(args):
+        from toxlens.locate_texts_sharded import RayPooler
+
+        pooler = RayPooler(args, args.pooling)
     ranking = rank_from_texts(
         model,
         texts,
@@ -127,6 +134,7 @@ def run_texts(args: argparse.Namespace) -> int:
         toxic_ids=torch.tensor(tokens.ids),
         probe_seed=args.seed,
         progress=say,
+        pooler=pooler,
     )
     timings["rank_s"] = time.perf_counter() - t0
     data = {
@@ -154,6 +162,8 @@ def run_texts(args: argparse.Namespace) -> int:
         write_neuron_figures(ranking, stage / "figures", args.top_k)
         timings["total_s"] = time.perf_counter() - t_all
         info = _summary(ranking, neurons, comps, args, timings)
+        if pooler is not None:
+            info["workers"] = pooler.info
         (stage / "result.json").write_text(json.dumps(info, indent=2, default=str, allow_nan=False))
     print(f"top {args.top_k} neurons by AUROC ({ranking.metadata['pooling']} pooling):")
     print(
