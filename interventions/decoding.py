@@ -109,10 +109,12 @@ class Engine:
             **{self.cache_kw: cache},
         )
         logits: Tensor = out.logits[:, -1].float()
-        live = mask[:, -1].bool()
-        bad = ~torch.isfinite(logits).all(dim=-1) & live
-        if bool(bad.any()):
-            raise ToxlensError(self._non_finite_message(bad.nonzero()[:, 0].tolist()))
+        # one reduction instead of an elementwise test per step: a NaN/inf anywhere makes the sum non-finite
+        # (so can an overflow of finite logits, hence the exact test before raising)
+        if not bool(torch.isfinite(logits.sum())):
+            bad = ~torch.isfinite(logits).all(dim=-1) & mask[:, -1].bool()
+            if bool(bad.any()):
+                raise ToxlensError(self._non_finite_message(bad.nonzero()[:, 0].tolist()))
         return logits
 
     def _non_finite_message(self, rows: list[int]) -> str:

@@ -61,16 +61,18 @@ class Sampling:
         each row's draw depends only on its own logits and generator."""
         if not rows:
             return []
-        x = logits[list(rows)].float().clone()
+        x = logits[list(rows)].float()  # indexing with a list copies: logits is not modified below
         for k, banned in enumerate(forbid):
             b = list(banned)
             if b:
                 x[k, b] = -math.inf
-        dead = ~torch.isfinite(x).any(dim=-1)
-        if bool(dead.any()):
-            raise ToxlensError(
-                f"rows {[rows[k] for k in dead.nonzero()[:, 0].tolist()]}: every token is forbidden"
-            )
+        # a row whose maximum is finite has a finite entry: the elementwise test only when one is not
+        if not bool(torch.isfinite(x.amax(dim=-1)).all()):
+            dead = ~torch.isfinite(x).any(dim=-1)
+            if bool(dead.any()):
+                raise ToxlensError(
+                    f"rows {[rows[k] for k in dead.nonzero()[:, 0].tolist()]}: every token is forbidden"
+                )
         if self.greedy:
             return [int(t) for t in torch.argmax(x, dim=-1)]
         x = x / self.temperature
