@@ -74,7 +74,8 @@ class Sampling:
                     f"rows {[rows[k] for k in dead.nonzero()[:, 0].tolist()]}: every token is forbidden"
                 )
         if self.greedy:
-            return [int(t) for t in torch.argmax(x, dim=-1)]
+            greedy: list[int] = torch.argmax(x, dim=-1).tolist()
+            return greedy
         x = x / self.temperature
         if self.top_k is not None and self.top_k < x.shape[-1]:
             kth = torch.topk(x, self.top_k, dim=-1).values[:, -1:]
@@ -87,7 +88,10 @@ class Sampling:
             drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
             probs = probs.masked_fill(drop, 0.0)
             probs = probs / probs.sum(-1, keepdim=True)
-        return [int(torch.multinomial(probs[k], 1, generator=g)) for k, g in enumerate(generators)]
+        # one draw per row with its own generator; read back once (one device sync per step, not one per row)
+        draws = [torch.multinomial(probs[k], 1, generator=g) for k, g in enumerate(generators)]
+        out: list[int] = torch.cat(draws).tolist()
+        return out
 
 
 def make_generator(seed: int, device: torch.device) -> torch.Generator:
