@@ -15,7 +15,8 @@
    draws, and with 8 rows x 32 tokens one early EOS moves tokens/s by several percent) and *replayed*
    (a logits processor forces, after HF's own logits, exactly the tokens and EOS steps of toxlens's plain
    run; temperature, softmax and multinomial still run on the full vocabulary): the same work on both
-   sides, so that ratio compares the implementations. Both ratios are printed and written.
+   sides, so that ratio compares the implementations. Both ratios are printed and written, from the
+   medians and from the best of the repeats on each side (the runs least slowed down by other work).
 1. **Overhead of the monitor.** In one process, after one warm-up of each, alternately times
    ``generate(model, prompts, N, seed=s, sampling=Sampling(temperature=1.0))`` (plain) and the same call
    with ``monitor=probe, threshold=0.99, policy=RollbackPolicy(safe_threshold=0.5)`` (monitored).
@@ -215,8 +216,10 @@ def overhead(
         med = statistics.median(t_hf[k])
         out[f"hf_{k}_s"], out[f"median_hf_{k}_s"], out[f"hf_{k}_tokens"] = t_hf[k], med, hf_tokens[k]
         out[f"tokens_per_s_hf_{k}"] = hf_tokens[k] / med
-        for mine in ("plain", "monitored"):
+        for mine, runs, n in (("plain", t_plain, n_tok), ("monitored", t_mon, token_count(mon))):
             out[f"{mine}_vs_hf_{k}"] = out[f"tokens_per_s_{mine}"] / out[f"tokens_per_s_hf_{k}"]
+            # best of the repeats on each side: on a shared machine, the run least slowed down by others
+            out[f"best_{mine}_vs_hf_{k}"] = (n / min(runs)) / (hf_tokens[k] / min(t_hf[k]))
     print(f"\n{'':14s}{'median s':>10s}{'tokens/s':>10s}   runs (s)")
     print(f"{'plain':14s}{med_p:10.3f}{out['tokens_per_s_plain']:10.1f}   {[round(t, 3) for t in t_plain]}")
     print(
@@ -434,7 +437,8 @@ def main() -> None:
             f"Hugging Face generate, {k} ({what}): median {over[f'median_hf_{k}_s']:.3f} s, "
             f"{over[f'tokens_per_s_hf_{k}']:.1f} tokens/s ({over[f'hf_{k}_tokens']} tokens); toxlens relative "
             f"to it: plain {over[f'plain_vs_hf_{k}']:.2f}x (target >= 0.9), monitored "
-            f"{over[f'monitored_vs_hf_{k}']:.2f}x (target >= 0.85)"
+            f"{over[f'monitored_vs_hf_{k}']:.2f}x (target >= 0.85); best of {args.repeats} runs on each side: "
+            f"plain {over[f'best_plain_vs_hf_{k}']:.2f}x, monitored {over[f'best_monitored_vs_hf_{k}']:.2f}x"
         )
 
     print(f"\n== 2. forced rollbacks on {prompts[0]!r} (one sequence, {args.max_new_tokens} new tokens) ==")
