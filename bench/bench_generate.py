@@ -16,7 +16,9 @@
    (a logits processor forces, after HF's own logits, exactly the tokens and EOS steps of toxlens's plain
    run; temperature, softmax and multinomial still run on the full vocabulary): the same work on both
    sides, so that ratio compares the implementations. Both ratios are printed and written, from the
-   medians and from the best of the repeats on each side (the runs least slowed down by other work).
+   medians and from the best of the repeats on each side (the runs least slowed down by other work), and
+   from the median CPU seconds of the process (with ``--threads 1``, the time other work takes the cores
+   is left out; the least noisy of the three on a shared machine).
 1. **Overhead of the monitor.** In one process, after one warm-up of each, alternately times
    ``generate(model, prompts, N, seed=s, sampling=Sampling(temperature=1.0))`` (plain) and the same call
    with ``monitor=probe, threshold=0.99, policy=RollbackPolicy(safe_threshold=0.5)`` (monitored).
@@ -135,6 +137,13 @@ def timed(fn: Any) -> tuple[float, Any]:
     return time.perf_counter() - t0, out
 
 
+def cpu_timed(fn: Any) -> tuple[float, float, Any]:
+    """Wall seconds, CPU seconds of this process (not counting time other work took the cores), result."""
+    c0 = time.process_time()
+    t, out = timed(fn)
+    return t, time.process_time() - c0, out
+
+
 def overhead(
     args: argparse.Namespace, model: LensModel, probe: Probe, prompts: list[str], hf: dict[str, Any]
 ) -> dict[str, Any]:
@@ -168,20 +177,27 @@ def overhead(
 
     hf_sampled: Any = hf["sampled"]
     hf_runs = {"sampled": hf_sampled, "replayed": replayed}
-    hf_tokens = {k: f() for k, f in hf_runs.items()}
+    for f in hf_runs.values():
+        f()
+    hf_tokens: dict[str, list[int]] = {k: [] for k in hf_runs}  # per run: sampled runs differ
     t_plain: list[float] = []
     t_mon: list[float] = []
     t_hf: dict[str, list[float]] = {k: [] for k in hf_runs}
+    cpu: dict[str, list[float]] = {k: [] for k in ("plain", "monitored", *hf_runs)}
     ref: list[Generation] = []
     mon: list[Generation] = []
     for r in range(args.repeats):
-        t, ref = timed(plain)
+        t, c, ref = cpu_timed(plain)
         t_plain.append(t)
-        t, mon = timed(monitored)
+        cpu["plain"].append(c)
+        t, c, mon = cpu_timed(monitored)
         t_mon.append(t)
+        cpu["monitored"].append(c)
         for k, f in hf_runs.items():
-            t, hf_tokens[k] = timed(f)
+            t, c, n = cpu_timed(f)
+            hf_tokens[k].append(n)
             t_hf[k].append(t)
+            cpu[k].append(c)
         print(
             f"  repeat {r + 1}/{args.repeats}: plain {t_plain[-1]:.3f} s, monitored {t_mon[-1]:.3f} s, "
             f"HF generate sampled {t_hf['sampled'][-1]:.3f} s, replayed {t_hf['replayed'][-1]:.3f} s"
@@ -215,11 +231,18 @@ def overhead(
     for k in hf_runs:
         med = statistics.median(t_hf[k])
         out[f"hf_{k}_s"], out[f"median_hf_{k}_s"], out[f"hf_{k}_tokens"] = t_hf[k], med, hf_tokens[k]
-        out[f"tokens_per_s_hf_{k}"] = hf_tokens[k] / med
+        # per run (the sampled runs generate different numbers of tokens), then the median
+        hf_rates = [n / t for n, t in zip(hf_tokens[k], t_hf[k])]
+        hf_cpu_rates = [n / c for n, c in zip(hf_tokens[k], cpu[k])]
+        out[f"tokens_per_s_hf_{k}"] = statistics.median(hf_rates)
         for mine, runs, n in (("plain", t_plain, n_tok), ("monitored", t_mon, token_count(mon))):
             out[f"{mine}_vs_hf_{k}"] = out[f"tokens_per_s_{mine}"] / out[f"tokens_per_s_hf_{k}"]
             # best of the repeats on each side: on a shared machine, the run least slowed down by others
-            out[f"best_{mine}_vs_hf_{k}"] = (n / min(runs)) / (hf_tokens[k] / min(t_hf[k]))
+            out[f"best_{mine}_vs_hf_{k}"] = (n / min(runs)) / max(hf_rates)
+            # CPU seconds of this process (one torch thread): time other work held the cores is left out
+            mine_cpu = statistics.median(n / c for c in cpu[mine])
+            out[f"cpu_{mine}_vs_hf_{k}"] = mine_cpu / statistics.median(hf_cpu_rates)
+    out["cpu_s"] = cpu
     print(f"\n{'':14s}{'median s':>10s}{'tokens/s':>10s}   runs (s)")
     print(f"{'plain':14s}{med_p:10.3f}{out['tokens_per_s_plain']:10.1f}   {[round(t, 3) for t in t_plain]}")
     print(
@@ -435,10 +458,12 @@ def main() -> None:
     for k, what in (("sampled", "its own draws"), ("replayed", "toxlens's plain tokens, the same work")):
         print(
             f"Hugging Face generate, {k} ({what}): median {over[f'median_hf_{k}_s']:.3f} s, "
-            f"{over[f'tokens_per_s_hf_{k}']:.1f} tokens/s ({over[f'hf_{k}_tokens']} tokens); toxlens relative "
+            f"{over[f'tokens_per_s_hf_{k}']:.1f} tokens/s (tokens per run {over[f'hf_{k}_tokens']}); toxlens relative "
             f"to it: plain {over[f'plain_vs_hf_{k}']:.2f}x (target >= 0.9), monitored "
             f"{over[f'monitored_vs_hf_{k}']:.2f}x (target >= 0.85); best of {args.repeats} runs on each side: "
-            f"plain {over[f'best_plain_vs_hf_{k}']:.2f}x, monitored {over[f'best_monitored_vs_hf_{k}']:.2f}x"
+            f"plain {over[f'best_plain_vs_hf_{k}']:.2f}x, monitored {over[f'best_monitored_vs_hf_{k}']:.2f}x; "
+            f"from median CPU seconds: plain {over[f'cpu_plain_vs_hf_{k}']:.2f}x, monitored "
+            f"{over[f'cpu_monitored_vs_hf_{k}']:.2f}x"
         )
 
     print(f"\n== 2. forced rollbacks on {prompts[0]!r} (one sequence, {args.max_new_tokens} new tokens) ==")
