@@ -1,18 +1,20 @@
 """The decoding loop behind :func:`interventions.generate.generate`: one token per step with a Hugging Face
 ``DynamicCache``, steering and monitor hooks, and per-row rollback (the rules are in that module's docstring).
 
-:class:`Engine` runs one batch of :class:`Row` s; :func:`to_generation` turns a finished row into a
-:class:`~interventions.policy.Generation`.
+:class:`Engine` runs one batch of :class:`~interventions.batch_state.Row` s (the batch tensors, and rows
+leaving the batch when they finish, are in :mod:`interventions.batch_state`); :func:`to_generation` turns
+a finished row into a :class:`~interventions.policy.Generation`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from interventions.batch_state import Batch, Row
 from interventions.policy import Generation, RollbackEvent, RollbackPolicy
 from interventions.sampling import Sampling, word_starts
 from interventions.steering import Steer
@@ -21,31 +23,6 @@ from lens.hooks import attach, resid_pre_name
 from lens.kv_cache import cache_kwarg, shimmed
 from lens.model import LensModel
 from lens.probe import HOOKS, Probe
-
-
-@dataclass
-class Row:
-    prompt: list[int]
-    gen: torch.Generator
-    tokens: list[int] = field(default_factory=list)
-    scores: list[float] = field(default_factory=list)
-    prompt_scores: list[float] = field(default_factory=list)
-    slots: list[int] = field(default_factory=list)  # physical cache slot of each logical position
-    rollbacks: list[RollbackEvent] = field(default_factory=list)
-    timeline: list[dict[str, Any]] = field(default_factory=list)
-    forbid: dict[int, set[int]] = field(default_factory=dict)
-    safe_keep: int = 0  # generated tokens kept at the latest safe point
-    safe_logits: Tensor | None = None
-    refeed: bool = False  # feed the last kept token again (corrective steering) instead of sampling
-    correct_left: int = 0
-    forward_tokens: int = 0
-    recomputed: int = 0
-    max_fed: int = -1
-    done: str = ""
-
-    @property
-    def length(self) -> int:
-        return len(self.prompt) + len(self.tokens)
 
 
 def to_generation(model: LensModel, prompt: str, r: Row, seed: int) -> Generation:
@@ -132,10 +109,12 @@ class Engine:
             **{self.cache_kw: cache},
         )
         logits: Tensor = out.logits[:, -1].float()
-        live = mask[:, -1].bool()
-        bad = ~torch.isfinite(logits).all(dim=-1) & live
-        if bool(bad.any()):
-            raise ToxlensError(self._non_finite_message(bad.nonzero()[:, 0].tolist()))
+        # one reduction instead of an elementwise test per step: a NaN/inf anywhere makes the sum non-finite
+        # (so can an overflow of finite logits, hence the exact test before raising)
+        if not bool(torch.isfinite(logits.sum())):
+            bad = ~torch.isfinite(logits).all(dim=-1) & mask[:, -1].bool()
+            if bool(bad.any()):
+                raise ToxlensError(self._non_finite_message(bad.nonzero()[:, 0].tolist()))
         return logits
 
     def _non_finite_message(self, rows: list[int]) -> str:
@@ -164,21 +143,11 @@ class Engine:
             self._loop(rows, DynamicCache(), dev)
 
     def _loop(self, rows: list[Row], cache: Any, dev: torch.device) -> None:
-        b = len(rows)
-        width = max(len(r.prompt) for r in rows)
-        ids = torch.full((b, width), self.pad, dtype=torch.long)
-        mask = torch.zeros(b, width, dtype=torch.long)
-        pos = torch.zeros(b, width, dtype=torch.long)
-        for i, r in enumerate(rows):
-            n = len(r.prompt)
-            ids[i, width - n :] = torch.tensor(r.prompt)
-            mask[i, width - n :] = 1
-            pos[i, width - n :] = torch.arange(n)
-            r.slots = list(range(width - n, width))
-            r.forward_tokens, r.max_fed = n, n - 1
+        batch = Batch(rows, self.pad, dev)
+        b, width = batch.size, batch.width
         self.is_prompt = torch.ones(b, width, dtype=torch.bool, device=dev)
         self.correct = torch.zeros(b, width, device=dev)
-        logits = self._forward(ids.to(dev), mask.to(dev), pos.to(dev), cache)
+        logits = self._forward(batch.prompt_ids.to(dev), batch.mask, batch.prompt_pos.to(dev), cache)
         scores = self._scores()
         for i, r in enumerate(rows):
             if scores is not None:
@@ -186,25 +155,24 @@ class Engine:
             r.safe_keep, r.safe_logits = 0, logits[i].clone() if self.threshold is not None else None
         nxt = logits
         while True:
-            feed: list[tuple[int, int, int]] = []  # (row, token, logical position)
-            want: list[int] = []  # rows that draw a token this step
-            for i, r in enumerate(rows):
+            feed: dict[int, tuple[int, int]] = {}  # batch row -> (token, logical position)
+            want: list[int] = []  # batch rows that draw a token this step
+            for i, r in enumerate(batch.rows):
                 if r.done:
                     continue
                 if r.refeed:
                     r.refeed = False
-                    last = r.tokens[-1] if r.tokens else r.prompt[-1]
-                    feed.append((i, last, r.length - 1))
+                    feed[i] = (r.tokens[-1] if r.tokens else r.prompt[-1], r.length - 1)
                     continue
                 want.append(i)
             drawn = self.sampling.sample_rows(
                 nxt,
-                [rows[i].gen for i in want],
+                [batch.rows[i].gen for i in want],
                 want,
-                [rows[i].forbid.get(rows[i].length - 1, ()) for i in want],
+                [batch.rows[i].forbid.get(batch.rows[i].length - 1, ()) for i in want],
             )
             for i, tok in zip(want, drawn):
-                r = rows[i]
+                r = batch.rows[i]
                 p = r.length - 1  # the position whose logits were sampled
                 if self.stop_at_eos and tok == self.eos:
                     r.done = "eos"  # EOS ends the text and is not part of it
@@ -215,36 +183,41 @@ class Engine:
                 if len(r.tokens) >= self.max_new and self.monitor is None:
                     r.done = "length"  # the last token need not be fed
                 else:
-                    feed.append((i, tok, r.length - 1))
+                    feed[i] = (tok, r.length - 1)
             if not feed:
                 return
-            step_ids = torch.full((b, 1), self.pad, dtype=torch.long)
-            step_pos = torch.zeros(b, 1, dtype=torch.long)
-            col = torch.zeros(b, 1, dtype=torch.long)
-            self.is_prompt = torch.zeros(b, 1, dtype=torch.bool, device=dev)
-            self.correct = torch.zeros(b, 1, device=dev)
-            slot = mask.shape[1]
-            for i, tok, p in feed:
-                r = rows[i]
-                step_ids[i, 0], step_pos[i, 0], col[i, 0] = tok, p, 1
-                self.is_prompt[i, 0] = p < len(r.prompt)
-                if r.correct_left > 0:
-                    self.correct[i, 0] = self.policy.steer_scale
-                    r.correct_left -= 1
-                assert p == len(r.slots), (p, len(r.slots))
-                r.slots.append(slot)
-                if p <= r.max_fed:  # this position was run before a rollback discarded it
-                    r.recomputed += 1
-                r.max_fed = max(r.max_fed, p)
-                r.forward_tokens += 1
-            mask = torch.cat([mask, col], dim=1)
-            nxt = self._forward(step_ids.to(dev), mask.to(dev), step_pos.to(dev), cache)
-            scores = self._scores()
-            for i, tok, p in feed:
-                self._after_feed(
-                    rows[i], i, tok, p, None if scores is None else float(scores[i, 0]), mask, nxt
-                )
-            mask = self._crop(rows, mask, cache)
+            # every live row feeds a token: after dropping the finished ones, batch row k feeds step[k]
+            step = [feed[i] for i in batch.drop_finished(cache)]
+            nxt = self._step(batch, step, cache)
+
+    def _step(self, batch: Batch, step: list[tuple[int, int]], cache: Any) -> Tensor:
+        """Feed ``step[k] = (token, position)`` for every batch row ``k``; returns the next logits."""
+        dev, b, slot = batch.device, batch.size, batch.width
+        self.is_prompt = torch.tensor(
+            [[p < len(r.prompt)] for r, (_, p) in zip(batch.rows, step)], dtype=torch.bool, device=dev
+        )
+        correct = [0.0] * b
+        for k, (r, (_, p)) in enumerate(zip(batch.rows, step)):
+            if r.correct_left > 0:
+                correct[k] = self.policy.steer_scale
+                r.correct_left -= 1
+            assert p == len(r.slots), (p, len(r.slots))
+            r.slots.append(slot)
+            if p <= r.max_fed:  # this position was run before a rollback discarded it
+                r.recomputed += 1
+            r.max_fed = max(r.max_fed, p)
+            r.forward_tokens += 1
+        self.correct = torch.tensor(correct, device=dev)[:, None]
+        batch.extend()
+        ids = torch.tensor([[t] for t, _ in step], dtype=torch.long, device=dev)
+        pos = torch.tensor([[p] for _, p in step], dtype=torch.long, device=dev)
+        nxt = self._forward(ids, batch.mask, pos, cache)
+        scores = self._scores()
+        fed_scores: list[float | None] = [None] * b if scores is None else scores[:, 0].tolist()
+        for k, (tok, p) in enumerate(step):
+            self._after_feed(batch, k, tok, p, fed_scores[k], nxt)
+        batch.crop(cache)
+        return nxt
 
     def _is_safe(self, r: Row, p: int, next_token: int) -> bool:
         """Is position ``p`` (whose next token was just drawn) a safe point?"""
@@ -256,9 +229,8 @@ class Engine:
         score = r.scores[p - len(r.prompt)]
         return score < self.policy.safe_threshold and bool(self.word_start[next_token])
 
-    def _after_feed(
-        self, r: Row, i: int, tok: int, p: int, score: float | None, mask: Tensor, nxt: Tensor
-    ) -> None:
+    def _after_feed(self, batch: Batch, i: int, tok: int, p: int, score: float | None, nxt: Tensor) -> None:
+        r = batch.rows[i]
         gi = p - len(r.prompt)  # generated index of the fed token (-1: the prompt's last token)
         fresh = gi >= len(r.scores)  # False for a token fed again with the corrective steer
         if score is not None and fresh:
@@ -274,16 +246,17 @@ class Engine:
             and not (r.done or r.refeed)
         ):
             if len(r.rollbacks) < self.policy.budget:
-                self._rollback(r, i, gi, mask, nxt)
+                self._rollback(batch, i, gi, nxt)
                 return
             if self.policy.on_budget == "stop":
-                self._rollback(r, i, gi, mask, nxt)
+                self._rollback(batch, i, gi, nxt)
                 r.done = "budget"
                 return
         if len(r.tokens) >= self.max_new:
             r.done = "length"
 
-    def _rollback(self, r: Row, i: int, gi: int, mask: Tensor, nxt: Tensor) -> None:
+    def _rollback(self, batch: Batch, i: int, gi: int, nxt: Tensor) -> None:
+        r = batch.rows[i]
         keep = r.safe_keep
         assert r.safe_logits is not None
         first = r.tokens[keep]
@@ -301,19 +274,9 @@ class Engine:
         del r.scores[keep:]
         corrective = self.policy.steer_scale > 0
         cut = safe_pos if corrective else safe_pos + 1
-        for q in range(cut, len(r.slots)):
-            mask[i, r.slots[q]] = 0
+        batch.mask_out(i, r.slots[cut:])
         del r.slots[cut:]
         if corrective:
             r.refeed, r.correct_left = True, self.policy.steer_tokens
         else:
             nxt[i] = r.safe_logits
-
-    def _crop(self, rows: list[Row], mask: Tensor, cache: Any) -> Tensor:
-        """Physically drop trailing cache slots that no row uses any more."""
-        used = max((max(r.slots) for r in rows if r.slots), default=-1) + 1
-        live_tail = int(mask[:, used:].sum()) if used < mask.shape[1] else 0
-        if used < mask.shape[1] and live_tail == 0:
-            cache.crop(used - mask.shape[1])  # negative: remove that many trailing slots
-            return mask[:, :used]
-        return mask

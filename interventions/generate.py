@@ -27,9 +27,12 @@ every active :mod:`interventions.edits` edit applies) one token per step with a 
 * **Batches.** Prompts are left-padded; every sequence has its own position ids, attention mask and
   ``torch.Generator`` (seed ``seed + i`` for prompt ``i``), and rolls back on its own: in a batch,
   discarded cache slots are masked out (truncation for that row); when the trailing slots of every row
-  are discarded the cache is physically cropped (always so with one sequence). Output does not depend
-  on ``batch_size``.
-* **Code.** The decoding loop itself lives in :mod:`interventions.decoding`.
+  are discarded the cache is physically cropped (always so with one sequence). A sequence that finishes
+  (EOS, length, budget stop) leaves the batch: its row of the mask and of every layer's cached keys and
+  values is dropped, so later steps run on the unfinished sequences only. Output does not depend on
+  ``batch_size``.
+* **Code.** The decoding loop itself lives in :mod:`interventions.decoding`, the batch state in
+  :mod:`interventions.batch_state`.
 * **Cost.** ``forward_tokens`` counts every position run through the model for a sequence (prompt
   included, all passes); ``recomputed`` counts the positions run again because of rollbacks.
 """
@@ -41,7 +44,8 @@ from collections.abc import Sequence
 
 import torch
 
-from interventions.decoding import Engine, Row, to_generation
+from interventions.batch_state import Row
+from interventions.decoding import Engine, to_generation
 from interventions.policy import Generation, RollbackPolicy
 from interventions.sampling import Sampling, make_generator
 from interventions.steering import Steer

@@ -61,18 +61,21 @@ class Sampling:
         each row's draw depends only on its own logits and generator."""
         if not rows:
             return []
-        x = logits[list(rows)].float().clone()
+        x = logits[list(rows)].float()  # indexing with a list copies: logits is not modified below
         for k, banned in enumerate(forbid):
             b = list(banned)
             if b:
                 x[k, b] = -math.inf
-        dead = ~torch.isfinite(x).any(dim=-1)
-        if bool(dead.any()):
-            raise ToxlensError(
-                f"rows {[rows[k] for k in dead.nonzero()[:, 0].tolist()]}: every token is forbidden"
-            )
+        # a row whose maximum is finite has a finite entry: the elementwise test only when one is not
+        if not bool(torch.isfinite(x.amax(dim=-1)).all()):
+            dead = ~torch.isfinite(x).any(dim=-1)
+            if bool(dead.any()):
+                raise ToxlensError(
+                    f"rows {[rows[k] for k in dead.nonzero()[:, 0].tolist()]}: every token is forbidden"
+                )
         if self.greedy:
-            return [int(t) for t in torch.argmax(x, dim=-1)]
+            greedy: list[int] = torch.argmax(x, dim=-1).tolist()
+            return greedy
         x = x / self.temperature
         if self.top_k is not None and self.top_k < x.shape[-1]:
             kth = torch.topk(x, self.top_k, dim=-1).values[:, -1:]
@@ -85,7 +88,10 @@ class Sampling:
             drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
             probs = probs.masked_fill(drop, 0.0)
             probs = probs / probs.sum(-1, keepdim=True)
-        return [int(torch.multinomial(probs[k], 1, generator=g)) for k, g in enumerate(generators)]
+        # one draw per row with its own generator; read back once (one device sync per step, not one per row)
+        draws = [torch.multinomial(probs[k], 1, generator=g) for k, g in enumerate(generators)]
+        out: list[int] = torch.cat(draws).tolist()
+        return out
 
 
 def make_generator(seed: int, device: torch.device) -> torch.Generator:
