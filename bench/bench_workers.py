@@ -87,6 +87,12 @@ def main() -> None:
         )
         a, b = (pd.read_csv(Path(tmp) / d / "summary.csv").drop(columns=TIMING) for d in ("one", "many"))
         same_summary = a.equals(b)
+        differ = {}
+        for col in a.columns:
+            if not a[col].equals(b[col]):
+                x, y = a[col], b[col]
+                numeric = pd.api.types.is_numeric_dtype(x) and pd.api.types.is_numeric_dtype(y)
+                differ[col] = float((x - y).abs().max()) if numeric else "differs"
         same_samples = (Path(tmp) / "one" / "samples.jsonl").read_text() == (
             Path(tmp) / "many" / "samples.jsonl"
         ).read_text()
@@ -108,6 +114,7 @@ def main() -> None:
         "speedup_after_startup": one["wall_after_startup_s"] / many["wall_after_startup_s"],
         "identical_samples": same_samples,
         "identical_summary_without_timing": same_summary,
+        "summary_columns_that_differ_max_abs": differ,
         "wall_s_per_kept_token_per_core": {
             "one_process": one["wall_s"] * args.threads / one["kept_tokens"],
             "ray": many["wall_s"] * args.threads / many["kept_tokens"],
