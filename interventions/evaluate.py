@@ -220,6 +220,7 @@ def run_evaluation(
     sppl: dict[int, float] = {}
     if protocol.sample_perplexity:
         order = [(c, out) for c in range(len(owns)) for out in gens[c]]
+        say(f"sample perplexity of {sum(len(out.records) for _c, out in order)} samples (unedited model)")
         nlls = execute([SamplePerplexity(out.seqs) for _c, out in order])
         totals: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])
         for (c, _out), (nll, n) in zip(order, nlls):
