@@ -1,7 +1,7 @@
 """Benchmark: monitored generation (probe read every token, rollback armed) vs plain generation.
 
     .venv/bin/python bench/bench_generate.py [--model smollm2-135m] [--probe DIR] [--prompts 8]
-        [--max-new-tokens 32] [--repeats 3] [--batch-size 16] [--seed 0] [--threads N] [--out FILE.json]
+        [--max-new-tokens 32] [--repeats 3] [--batch-size 16] [--seed 0] [--threads N] [--no-eos] [--out FILE.json]
 
 0. **Against Hugging Face.** ``model.generate`` of the same module (the bridge's HF model) with the same
    prompts, batch size and sampling (temperature 1, no top-k/top-p, left padding, stop at EOS) is timed
@@ -18,7 +18,9 @@
    sides, so that ratio compares the implementations. Both ratios are printed and written, from the
    medians and from the best of the repeats on each side (the runs least slowed down by other work), and
    from the median CPU seconds of the process (with ``--threads 1``, the time other work takes the cores
-   is left out; the least noisy of the three on a shared machine).
+   is left out; the least noisy of the three on a shared machine). With ``--no-eos`` every row runs
+   ``--max-new-tokens`` on both sides (toxlens ``stop_at_eos=False``; HF ``min_new_tokens``, which masks
+   EOS), so the *sampled* comparison does equal work under each side's own draws (no replayed run then).
 1. **Overhead of the monitor.** In one process, after one warm-up of each, alternately times
    ``generate(model, prompts, N, seed=s, sampling=Sampling(temperature=1.0))`` (plain) and the same call
    with ``monitor=probe, threshold=0.99, policy=RollbackPolicy(safe_threshold=0.5)`` (monitored).
@@ -150,9 +152,17 @@ def overhead(
     sampling = Sampling(temperature=1.0)
     policy = RollbackPolicy(safe_threshold=SAFE_THRESHOLD)
 
+    eos_stop = not args.no_eos
+
     def plain() -> list[Generation]:
         return generate(
-            model, prompts, args.max_new_tokens, seed=args.seed, sampling=sampling, batch_size=args.batch_size
+            model,
+            prompts,
+            args.max_new_tokens,
+            seed=args.seed,
+            sampling=sampling,
+            batch_size=args.batch_size,
+            stop_at_eos=eos_stop,
         )
 
     def monitored() -> list[Generation]:
@@ -166,6 +176,7 @@ def overhead(
             monitor=probe,
             threshold=THRESHOLD,
             policy=policy,
+            stop_at_eos=eos_stop,
         )
 
     first = plain()  # warm-up of each
@@ -176,7 +187,8 @@ def overhead(
         return n
 
     hf_sampled: Any = hf["sampled"]
-    hf_runs = {"sampled": hf_sampled, "replayed": replayed}
+    # --no-eos: every row runs max_new_tokens on both sides (HF: EOS masked), so there is nothing to replay
+    hf_runs = {"sampled": hf_sampled} if args.no_eos else {"sampled": hf_sampled, "replayed": replayed}
     for f in hf_runs.values():
         f()
     hf_tokens: dict[str, list[int]] = {k: [] for k in hf_runs}  # per run: sampled runs differ
@@ -198,9 +210,10 @@ def overhead(
             hf_tokens[k].append(n)
             t_hf[k].append(t)
             cpu[k].append(c)
+        hf_times = ", ".join(f"{k} {t_hf[k][-1]:.3f} s" for k in hf_runs)
         print(
             f"  repeat {r + 1}/{args.repeats}: plain {t_plain[-1]:.3f} s, monitored {t_mon[-1]:.3f} s, "
-            f"HF generate sampled {t_hf['sampled'][-1]:.3f} s, replayed {t_hf['replayed'][-1]:.3f} s"
+            f"HF generate {hf_times}"
         )
     t_ws = statistics.median(timed(lambda: word_starts(model.tokenizer))[0] for _ in range(3))
     rollbacks = sum(len(g.rollbacks) for g in mon)
@@ -316,6 +329,9 @@ def hf_generator(args: argparse.Namespace, model: LensModel, prompts: list[str])
 
     sample: dict[str, Any] = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0)
 
+    if args.no_eos:  # every row generates max_new_tokens tokens, as toxlens does with stop_at_eos=False
+        sample["min_new_tokens"] = args.max_new_tokens
+
     def sampled() -> int:
         return count(batches(args.max_new_tokens, **sample))
 
@@ -422,6 +438,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--out", default=None, help="write every number as JSON here")
+    ap.add_argument(
+        "--no-eos",
+        action="store_true",
+        help="every row generates --max-new-tokens on both sides (toxlens: stop_at_eos=False; HF: EOS masked "
+        "by min_new_tokens), so the tokens/s compare equal work under each side's own sampling",
+    )
     args = ap.parse_args()
     if not 1 <= args.prompts <= len(PROMPTS):
         ap.error(f"--prompts must be in [1, {len(PROMPTS)}]")
@@ -455,7 +477,8 @@ def main() -> None:
     )
     print("== 1. monitored (no rollback firing) vs plain generation ==")
     over = overhead(args, model, probe, prompts, hf_generator(args, model, prompts))
-    for k, what in (("sampled", "its own draws"), ("replayed", "toxlens's plain tokens, the same work")):
+    runs = (("sampled", "its own draws"), ("replayed", "toxlens's plain tokens, the same work"))
+    for k, what in runs[:1] if args.no_eos else runs:
         print(
             f"Hugging Face generate, {k} ({what}): median {over[f'median_hf_{k}_s']:.3f} s, "
             f"{over[f'tokens_per_s_hf_{k}']:.1f} tokens/s (tokens per run {over[f'hf_{k}_tokens']}); toxlens relative "
