@@ -191,3 +191,40 @@ def test_ray_missing(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "needs Ray, which is not installed" in err and "toxlens[ray]" in err, err
     assert not out.exists()
+
+
+def _actor_processes() -> list[str]:
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if line.startswith("ray::_Actor")]
+
+
+def test_ctrl_c_mid_run_writes_nothing_and_stops_the_workers(setup: dict[str, Path], tmp_path: Path) -> None:
+    """SIGINT while the Ray workers generate: exit 130, no output, no staging directory, no actor left."""
+    prompts = tmp_path / "many.txt"
+    prompts.write_text("you are a\nthe cat is very\nmy dog and\n" * 20)
+    out, log = tmp_path / "ev", tmp_path / "stderr.txt"
+    args = [*base(setup, out, "none"), "--prompts", str(prompts), "--samples", "60", "--max-new-tokens", "20"]
+    cmd = [sys.executable, "-m", "toxlens", *args, "--batch-size", "4", "--workers", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with log.open("w") as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            deadline = time.monotonic() + 180
+            while "samples:" not in log.read_text():  # the workers are generating
+                assert proc.poll() is None, log.read_text()[-2000:]
+                assert time.monotonic() < deadline, "no progress within 180 s"
+                time.sleep(0.5)
+            time.sleep(2)
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = log.read_text()
+    assert code == 130, text[-2000:]
+    assert "interrupted; nothing was written" in text
+    assert not out.exists() and not list(tmp_path.glob(".ev*"))
+    deadline = time.monotonic() + 30
+    while _actor_processes() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not _actor_processes()
