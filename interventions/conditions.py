@@ -14,7 +14,9 @@ steering, and a probe monitor with rollback. :func:`build_conditions` makes the 
 * ``rollback`` — the probe monitors every token; a score ``≥ threshold`` rolls back (no corrective steer);
 * ``rollback+steer`` — the same, with the corrective steer against the probe direction for the next
   ``correct_tokens`` tokens;
-* ``dampen``, ``dampen-random``, ``surgery``, ``project``, ``subtract`` — the edit method of that name
+* ``dampen``, ``dampen-random``, ``surgery``, ``surgery-random``, ``project``, ``subtract``,
+  ``subtract-random`` — the edit method of that name (a ``-random`` control takes its edit's
+  ``edit_params`` unless given its own)
   (:data:`interventions.edit_methods.EDIT_METHODS`) built from a neuron ranking (``locate --texts``
   directory: ``dampen_from`` for the dampen pair, ``edit_from`` for the others, each falling back to the
   other), with ``edit_params[method]`` overriding the method's defaults;
@@ -151,7 +153,11 @@ def build_conditions(
                     rankings[str(where)] = NeuronRanking.load(where)
                 ranking = rankings[str(where)]
             method = get_method(base)
-            params = method.resolve((edit_params or {}).get(base))
+            # a control ("<method>-random") mirrors its edit's parameters unless given its own
+            mirrored = (
+                (edit_params or {}).get(base.removesuffix("-random"), {}) if base.endswith("-random") else {}
+            )
+            params = method.resolve({**mirrored, **(edit_params or {}).get(base, {})})
 
             def make_neuron_edit(
                 m: LensModel,

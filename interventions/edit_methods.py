@@ -98,6 +98,13 @@ EDIT_METHODS: dict[str, EditMethod] = {
             lambda m, r, p: surgery(m, r, p["k"], p["alpha"], p["layers"]),
         ),
         EditMethod(
+            "surgery-random",
+            "control for surgery: k random input rows per layer, shifted by the same rule",
+            True,
+            {"k": 32, "alpha": 1.0, "layers": None, "seed": 0},
+            lambda m, r, p: surgery(m, r, p["k"], p["alpha"], p["layers"], random_seed=p["seed"]),
+        ),
+        EditMethod(
             "project",
             "ProFS-style: each layer's toxic MLP-output subspace projected out of its value vectors",
             True,
@@ -110,6 +117,13 @@ EDIT_METHODS: dict[str, EditMethod] = {
             False,
             {"n_neurons": 1, "scale": 10.0},
             lambda m, r, p: subtract(m, r, p["n_neurons"], p["scale"]),
+        ),
+        EditMethod(
+            "subtract-random",
+            "control for subtract: as many random neurons of the same layers, subtracted at the same scale",
+            False,
+            {"n_neurons": 1, "scale": 10.0, "seed": 0},
+            lambda m, r, p: subtract(m, r, p["n_neurons"], p["scale"], random_seed=p["seed"]),
         ),
     )
 }

@@ -8,6 +8,9 @@ whose value changed) and ``edit.n_units`` (neurons / rows / layers edited):
   ``α = 1 − 2·(AUROC − 0.5)``; multiplying its activation by α is folded into its value vector
   (row ``i`` of the output weight). :func:`random_alphas` makes the control: within each layer the same
   α values given to randomly permuted neurons (same count per layer, same α multiset).
+* the controls — ``random_seed`` in :func:`surgery` and :func:`subtract`: as many rows / neurons of
+  the same layers drawn at random, edited by the same rule (registry: ``surgery-random``,
+  ``subtract-random``; ``dampen-random`` is :func:`random_alphas`).
 * :func:`surgery` — Model Surgery (Wang et al. 2024): in each edited layer, the ``k`` input rows (GPT-2
   ``W_in``, gated MLPs ``W_gate``) whose effective row ``W_i ⊙ γ`` (γ: the MLP's input-norm weight) is
   most aligned with the probe direction θ are shifted ``W_i ← W_i − α·‖W_i‖·θ``: those neurons are
@@ -150,8 +153,12 @@ def surgery(
     k: int = 32,
     alpha: float = 1.0,
     layers: Sequence[int] | None = None,
+    random_seed: int | None = None,
 ) -> Edit:
-    """Shift the ``k`` input rows per layer most aligned with the probe direction (module docstring)."""
+    """Shift the ``k`` input rows per layer most aligned with the probe direction (module docstring).
+
+    With ``random_seed`` (the control): ``k`` rows per layer drawn at random (seeded, per layer) instead,
+    shifted by the same rule."""
     check_ranking(model, ranking)
     layers = _layers(model, layers, range(model.n_layers))
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -170,13 +177,22 @@ def surgery(
             gamma = _mlp_norm_weight(model, la, row)
             t = theta.to(row)
             eff = row * gamma if gamma is not None else row
-            cos = torch.nn.functional.cosine_similarity(eff, t[None], dim=-1)
-            top = cos.topk(k).indices
+            if random_seed is None:
+                cos = torch.nn.functional.cosine_similarity(eff, t[None], dim=-1)
+                top = cos.topk(k).indices
+            else:
+                top = _random_units(row.shape[0], k, random_seed, la).to(row.device)
             row[top] -= a * row[top].norm(dim=-1, keepdim=True) * t[None]
 
-    return weight_edit(
-        model, f"surgery(k={k}/layer, alpha={a:g}, {len(layers)} layers)", params, mutate, k * len(layers)
-    )
+    which = "" if random_seed is None else f", random rows seed={random_seed}"
+    label = f"surgery(k={k}/layer, alpha={a:g}, {len(layers)} layers{which})"
+    return weight_edit(model, label, params, mutate, k * len(layers))
+
+
+def _random_units(n: int, k: int, seed: int, layer: int) -> Tensor:
+    """``k`` distinct indices of ``n``, drawn with a generator seeded by ``(seed, layer)``."""
+    gen = torch.Generator().manual_seed(int(seed) * 100_003 + int(layer))
+    return torch.randperm(n, generator=gen)[:k]
 
 
 def _mlp_norm_weight(model: LensModel, layer: int, like: Tensor) -> Tensor | None:
@@ -214,9 +230,18 @@ def project(
 
 
 # -- subtract (hook) ---------------------------------------------------------------------------------
-def subtract(model: LensModel, ranking: NeuronRanking, n_neurons: int = 1, scale: float = 10.0) -> Edit:
+def subtract(
+    model: LensModel,
+    ranking: NeuronRanking,
+    n_neurons: int = 1,
+    scale: float = 10.0,
+    random_seed: int | None = None,
+) -> Edit:
     """Subtract ``scale ×`` the value vectors of the ``n_neurons`` neurons most aligned with the probe
-    (``cos_probe``) from their layer's MLP output, at every position (a hook edit)."""
+    (``cos_probe``) from their layer's MLP output, at every position (a hook edit).
+
+    With ``random_seed`` (the control): each chosen neuron is replaced by another neuron of the same
+    layer drawn at random (seeded), subtracted at the same scale."""
     check_ranking(model, ranking)
     if isinstance(n_neurons, bool) or not isinstance(n_neurons, int) or n_neurons < 1:
         raise ToxlensError(f"n_neurons must be an int >= 1, got {n_neurons!r}")
@@ -225,6 +250,14 @@ def subtract(model: LensModel, ranking: NeuronRanking, n_neurons: int = 1, scale
         raise ToxlensError(f"scale must be finite, got {scale!r}")
     flat = ranking.cos_probe.flatten().topk(n_neurons).indices
     chosen = [(int(i) // ranking.d_mlp, int(i) % ranking.d_mlp) for i in flat]
+    if random_seed is not None:  # the control: as many other neurons of the same layers, at random
+        located = set(chosen)
+        draws: dict[int, list[int]] = {}
+        for la, _ in chosen:
+            if la not in draws:
+                perm = _random_units(ranking.d_mlp, ranking.d_mlp, random_seed, la).tolist()
+                draws[la] = [n for n in perm if (la, n) not in located]
+        chosen = [(la, draws[la].pop(0)) for la, _ in chosen]
     by_layer: dict[int, Tensor] = {}
     for la, n in chosen:
         v = mlp_weights(model, la).out[n].detach().clone()

@@ -160,7 +160,15 @@ def test_subtract_removes_value_vectors_during_the_forward(setup: Any) -> None:
 def test_registry_builds_every_method_and_validates_params(setup: Any) -> None:
     model, _, _, r = setup
     before = snapshot(model)
-    assert set(EDIT_METHODS) == {"dampen", "dampen-random", "surgery", "project", "subtract"}
+    assert set(EDIT_METHODS) == {
+        "dampen",
+        "dampen-random",
+        "surgery",
+        "surgery-random",
+        "project",
+        "subtract",
+        "subtract-random",
+    }
     for name, method in EDIT_METHODS.items():
         with method(model, r) as edit:
             assert edit.active
@@ -192,3 +200,52 @@ def test_edits_refuse_a_ranking_of_another_model_and_nan(setup: Any, tmp_path: A
     with pytest.raises(ToxlensError, match="NaN/inf"):
         dampen(model, bad)
     assert_params_equal(model, before)
+
+
+def _rows_changed(model: LensModel, layer: int, before: Tensor) -> set[int]:
+    now = mlp_weights(model, layer).inputs[0].detach()
+    return set((now != before).any(-1).nonzero().flatten().tolist())
+
+
+def test_surgery_control_shifts_as_many_random_rows(setup: Any) -> None:
+    model, _, _, r = setup
+    before = snapshot(model)
+    w = {la: mlp_weights(model, la).inputs[0].detach().clone() for la in (0, 2)}
+    with surgery(model, r, k=4, alpha=0.5, layers=[0, 2]) as edit:
+        located = {la: _rows_changed(model, la, w[la]) for la in w}
+        n_located = edit.n_changed
+    with surgery(model, r, k=4, alpha=0.5, layers=[0, 2], random_seed=3) as control:
+        drawn = {la: _rows_changed(model, la, w[la]) for la in w}
+        assert control.n_changed == n_located and control.n_units == 8
+        assert "random rows seed=3" in control.description
+    assert_params_equal(model, before)
+    assert all(len(drawn[la]) == len(located[la]) == 4 for la in w)
+    assert drawn != located
+    with surgery(model, r, k=4, alpha=0.5, layers=[0, 2], random_seed=3):  # seeded: the same rows again
+        assert {la: _rows_changed(model, la, w[la]) for la in w} == drawn
+
+
+def test_subtract_control_uses_other_neurons_of_the_same_layer(setup: Any) -> None:
+    model, _, _, r = setup
+    with subtract(model, r, n_neurons=2, scale=3.0) as edit:
+        located = edit.description
+    with subtract(model, r, n_neurons=2, scale=3.0, random_seed=5) as control:
+        drawn = control.description
+        assert control.n_units == 2
+    names = [x.strip(" ,") for x in located.split("(")[1].split("scale")[0].split(",") if x.strip(" ,")]
+    others = [x.strip(" ,") for x in drawn.split("(")[1].split("scale")[0].split(",") if x.strip(" ,")]
+    assert sorted(n.split(".")[0] for n in names) == sorted(n.split(".")[0] for n in others)  # same layers
+    assert not set(names) & set(others)
+
+
+def test_random_controls_mirror_their_edits_parameters(setup: Any) -> None:
+    from interventions.conditions import build_conditions
+
+    model, _, _, r = setup
+    params = {"surgery": {"k": 3, "alpha": 0.25}, "subtract": {"scale": 2.0}, "subtract-random": {"seed": 7}}
+    conds = build_conditions(
+        model, ["surgery", "surgery-random", "subtract", "subtract-random"], edit_from=r, edit_params=params
+    )
+    got = {c.name: c.settings["params"] for c in conds}
+    assert got["surgery-random"] == {**got["surgery"], "seed": 0}
+    assert got["subtract-random"] == {**got["subtract"], "seed": 7}
