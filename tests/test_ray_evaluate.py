@@ -193,11 +193,22 @@ def test_ray_missing(
     assert not out.exists()
 
 
-def _actor_processes() -> list[str]:
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if line.startswith("ray::_Actor")]
+def _processes_marked(mark: str) -> list[int]:
+    """PIDs whose environment holds ``TOXLENS_TEST_MARK=mark``: the interrupted run's driver and every Ray
+    process it started (they inherit its environment), and no other run's."""
+    needle = f"TOXLENS_TEST_MARK={mark}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "environ").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:  # gone, or not ours to read
+                pass
+    return pids
 
 
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads process environments from /proc")
 def test_ctrl_c_mid_run_writes_nothing_and_stops_the_workers(setup: dict[str, Path], tmp_path: Path) -> None:
     """SIGINT while the Ray workers generate: exit 130, no output, no staging directory, no actor left."""
     prompts = tmp_path / "many.txt"
@@ -205,7 +216,8 @@ def test_ctrl_c_mid_run_writes_nothing_and_stops_the_workers(setup: dict[str, Pa
     out, log = tmp_path / "ev", tmp_path / "stderr.txt"
     args = [*base(setup, out, "none"), "--prompts", str(prompts), "--samples", "60", "--max-new-tokens", "20"]
     cmd = [sys.executable, "-m", "toxlens", *args, "--batch-size", "4", "--workers", "2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    mark = f"{os.getpid()}-{time.time_ns()}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOXLENS_TEST_MARK": mark}
     with log.open("w") as err:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
         try:
@@ -215,6 +227,7 @@ def test_ctrl_c_mid_run_writes_nothing_and_stops_the_workers(setup: dict[str, Pa
                 assert time.monotonic() < deadline, "no progress within 180 s"
                 time.sleep(0.5)
             time.sleep(2)
+            assert len(_processes_marked(mark)) > 2  # the driver, and Ray's processes with the mark
             proc.send_signal(signal.SIGINT)
             code = proc.wait(timeout=120)
         finally:
@@ -225,6 +238,6 @@ def test_ctrl_c_mid_run_writes_nothing_and_stops_the_workers(setup: dict[str, Pa
     assert "interrupted; nothing was written" in text
     assert not out.exists() and not list(tmp_path.glob(".ev*"))
     deadline = time.monotonic() + 30
-    while _actor_processes() and time.monotonic() < deadline:
+    while _processes_marked(mark) and time.monotonic() < deadline:
         time.sleep(1)
-    assert not _actor_processes()
+    assert not _processes_marked(mark)  # no worker, raylet or driver of that run is left
