@@ -152,31 +152,16 @@ def overhead(
     sampling = Sampling(temperature=1.0)
     policy = RollbackPolicy(safe_threshold=SAFE_THRESHOLD)
 
-    eos_stop = not args.no_eos
+    common: dict[str, Any] = dict(
+        seed=args.seed, sampling=sampling, batch_size=args.batch_size, stop_at_eos=not args.no_eos
+    )
 
     def plain() -> list[Generation]:
-        return generate(
-            model,
-            prompts,
-            args.max_new_tokens,
-            seed=args.seed,
-            sampling=sampling,
-            batch_size=args.batch_size,
-            stop_at_eos=eos_stop,
-        )
+        return generate(model, prompts, args.max_new_tokens, **common)
 
     def monitored() -> list[Generation]:
         return generate(
-            model,
-            prompts,
-            args.max_new_tokens,
-            seed=args.seed,
-            sampling=sampling,
-            batch_size=args.batch_size,
-            monitor=probe,
-            threshold=THRESHOLD,
-            policy=policy,
-            stop_at_eos=eos_stop,
+            model, prompts, args.max_new_tokens, monitor=probe, threshold=THRESHOLD, policy=policy, **common
         )
 
     first = plain()  # warm-up of each
