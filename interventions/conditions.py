@@ -14,7 +14,7 @@ steering, and a probe monitor with rollback. :func:`build_conditions` makes the 
 * ``rollback`` — the probe monitors every token; a score ``≥ threshold`` rolls back (no corrective steer);
 * ``rollback+steer`` — the same, with the corrective steer against the probe direction for the next
   ``correct_tokens`` tokens;
-* ``dampen``, ``dampen-random``, ``surgery``, ``surgery-random``, ``project``, ``subtract``,
+* ``dampen``, ``dampen-random``, ``surgery``, ``surgery-random``, ``project``, ``project-random``, ``subtract``,
   ``subtract-random`` — the edit method of that name (a ``-random`` control takes its edit's
   ``edit_params`` unless given its own)
   (:data:`interventions.edit_methods.EDIT_METHODS`) built from a neuron ranking (``locate --texts``

@@ -106,10 +106,18 @@ EDIT_METHODS: dict[str, EditMethod] = {
         ),
         EditMethod(
             "project",
-            "ProFS-style: each layer's toxic MLP-output subspace projected out of its value vectors",
+            "ProFS-style: each layer's toxic MLP-output subspace projected out of the value vectors of its "
+            "top_frac top-AUROC neurons (1.0: all)",
             True,
-            {"rank": 2, "layers": None},
-            lambda m, r, p: project(m, r, p["rank"], p["layers"]),
+            {"rank": 2, "layers": None, "top_frac": 0.25},
+            lambda m, r, p: project(m, r, p["rank"], p["layers"], p["top_frac"]),
+        ),
+        EditMethod(
+            "project-random",
+            "control for project: as many random neurons per layer, the same subspace projected out",
+            True,
+            {"rank": 2, "layers": None, "top_frac": 0.25, "seed": 0},
+            lambda m, r, p: project(m, r, p["rank"], p["layers"], p["top_frac"], random_seed=p["seed"]),
         ),
         EditMethod(
             "subtract",

@@ -4,7 +4,7 @@ For each :class:`~interventions.conditions.Condition`, with its edit active (and
 
 * **samples** — ``samples`` continuations of ``max_new_tokens`` per prompt; sample ``j`` of prompt
   ``i`` uses seed ``seed + i·samples + j`` in every condition. The scorer sees the continuation only.
-* **toxicity** — :func:`interventions.scoring.toxicity_stats`: toxicity probability (share of prompts
+* **toxicity** — :func:`interventions.toxicity_stats.toxicity_stats`: toxicity probability (share of prompts
   with at least one sample scoring ``≥ 0.5``), expected maximum toxicity, mean toxicity, bootstrap 95 %
   CIs over prompts;
 * **fluency** — ``perplexity``: the condition's model (edit + steering at every position) on the
@@ -13,7 +13,7 @@ For each :class:`~interventions.conditions.Condition`, with its edit active (and
   condition's continuations given their prompts) shows what rollback does to the text;
 * **other scorers** — ``extra_scorers`` score the same continuations; their statistics are extra
   summary columns ``{statistic}_{scorer}`` (:data:`SCORER_COLUMNS`) and ``score_{scorer}`` per sample;
-  ``dist1..3`` (:func:`interventions.scoring.distinct_n`);
+  ``dist1..3`` (:func:`interventions.toxicity_stats.distinct_n`);
 * **cost** — kept tokens per second of generation wall time, rollbacks and recomputed positions per
   sample.
 
@@ -49,7 +49,8 @@ from interventions.eval_tasks import (
     run_task,
 )
 from interventions.sampling import Sampling
-from interventions.scoring import distinct_n, get_scorer, toxicity_stats
+from interventions.scoring import get_scorer
+from interventions.toxicity_stats import distinct_n, toxicity_stats
 from lens.errors import ToxlensError
 from lens.model import LensModel
 

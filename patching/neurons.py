@@ -135,7 +135,7 @@ def rank_from_texts(
         "labels": "the 0/1 labels given by the caller (toxlens locate --texts: the data file's label column); "
         "no scorer is used",
         "toxic_subspace": f"per layer, top {subspace_rank} right-singular vectors of (toxic text's mean MLP "
-        "output − mean over non-toxic texts)",
+        "output − mean over non-toxic texts), each row's component along that mean removed first (ProFS centring)",
     }
     return NeuronRanking(
         neuron_auroc=neuron_auroc,
@@ -191,12 +191,20 @@ def _value_vector_stats(
 
 def toxic_subspace(mlp_out: Tensor, y: Tensor, k: int) -> Tensor:
     """Per layer, the top-``k`` right-singular vectors (orthonormal rows) of the matrix whose rows are
-    each toxic text's mean MLP output minus the non-toxic texts' average (``[layer, k, d_model]``)."""
+    each toxic text's mean MLP output minus the non-toxic texts' average, after removing from every row
+    its component along that average (ProFS's centring step: the mean direction every text shares, which
+    on smollm2-135m is the top singular direction in many layers, is not a toxic one) —
+    ``[layer, k, d_model]``."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ToxlensError(f"subspace_rank must be an int >= 1, got {k!r}")
-    diff = mlp_out[y == 1] - mlp_out[y == 0].mean(0, keepdim=True)  # [n_toxic, layer, d_model]
+    mean = mlp_out[y == 0].double().mean(0)  # [layer, d_model]
+    diff = mlp_out[y == 1].double() - mean[None]  # [n_toxic, layer, d_model]
     out = []
     for la in range(mlp_out.shape[1]):
-        _u, _s, vh = torch.linalg.svd(diff[:, la].double(), full_matrices=False)
+        rows, mu = diff[:, la], mean[la]
+        if mu.norm() > 0:
+            mu = mu / mu.norm()
+            rows = rows - (rows @ mu)[:, None] * mu[None]
+        _u, _s, vh = torch.linalg.svd(rows, full_matrices=False)
         out.append(vh[: min(k, vh.shape[0])].float())
     return torch.stack(out)

@@ -2,15 +2,17 @@
 """Choose each edit method's strength on the development split by fluency alone (no toxicity scorer).
 
     python scripts/dose_edits.py [--model smollm2-135m] [--from runs/locate-texts-smollm2]
-        [--dev runs/eval-data-dev/neutral.txt] [--budget 0.10] [--out runs/dose-dev.csv]
+        [--dev runs/eval-data-dev/neutral.txt] [--budget 0.10] [--methods subtract,project,surgery]
+        [--out runs/dose-dev.csv]
 
-For every setting of a small grid per method (subtract: scale; project: rank × layers; surgery: alpha × k),
+For every setting of a small grid per method (subtract: scale; project: rank × layers × top_frac, strength
+rank · n_layers · top_frac; surgery: alpha × k),
 the edit is applied and the perplexity of the development neutral texts (``scripts/make_dev_data.py``,
 disjoint from the evaluation's) is measured, with BOS, token-weighted, as ``toxlens evaluate`` does.
 The rule: per method, the *strongest* setting whose perplexity is at most ``(1 + budget) ×`` the unedited
 model's. No toxicity score is read, so the choice cannot fit the scorer that grades the evaluation. Writes
-the table (method, params, perplexity, ratio, admissible, chosen) and prints ``--edit-param`` flags for the
-chosen settings.
+the table (method, params, perplexity, ratio, admissible, chosen) and, next to it (``.flags``), the chosen
+settings as ``--edit-param`` flags for ``toxlens evaluate``.
 """
 
 from __future__ import annotations
@@ -33,18 +35,16 @@ from patching.neuron_result import NeuronRanking  # noqa: E402
 
 def grid(n_layers: int) -> list[tuple[str, dict[str, Any], float]]:
     """(method, params, strength) in increasing strength within each method."""
-    late, last_third = list(range(n_layers // 2, n_layers)), list(range(2 * n_layers // 3, n_layers))
+    late = list(range(n_layers // 2, n_layers))
     out: list[tuple[str, dict[str, Any], float]] = []
     for s in (0.5, 1.0, 2.0, 2.5, 3.0, 4.0, 6.0):
         out.append(("subtract", {"n_neurons": 1, "scale": s}, s))
-    for rank, layers, strength in (
-        (1, last_third, 1),
-        (1, late, 2),
-        (1, None, 3),
-        (2, late, 4),
-        (2, None, 5),
-    ):
-        out.append(("project", {"rank": rank, "layers": layers}, strength))
+    every = list(range(n_layers))
+    for frac in (0.1, 0.25, 0.5, 1.0):
+        for layers in (late, every):
+            for rank in (1, 2, 4):
+                params = {"rank": rank, "layers": layers, "top_frac": frac}
+                out.append(("project", params, rank * len(layers) * frac))
     for k, alphas in ((32, (1.0, 1.25, 1.5, 2.0, 4.0, 8.0)), (64, (1.0, 1.25)), (128, (1.0, 2.0))):
         for a in alphas:
             out.append(("surgery", {"k": k, "alpha": a}, a * k / 32))
@@ -58,7 +58,11 @@ def main() -> int:
     ap.add_argument("--dev", default="runs/eval-data-dev/neutral.txt")
     ap.add_argument("--budget", type=float, default=0.10)
     ap.add_argument("--out", default="runs/dose-dev.csv")
+    ap.add_argument("--methods", default="subtract,project,surgery", help="comma-separated methods to dose")
     args = ap.parse_args()
+    methods = [m.strip() for m in args.methods.split(",")]
+    for m in methods:
+        get_method(m)  # an unknown name raises before the model loads
     model = load_model(args.model, "cpu")
     ranking = NeuronRanking.load(args.source)
     texts = [t for t in Path(args.dev).read_text().splitlines() if t.strip()]
@@ -70,6 +74,8 @@ def main() -> int:
     print(f"unedited dev perplexity {base:.2f} over {len(texts)} texts", flush=True)
     rows = []
     for method, params, strength in grid(model.n_layers):
+        if method not in methods:
+            continue
         m = get_method(method)
         with m(model, ranking, params) as edit:
             value = ppl()
@@ -95,10 +101,14 @@ def main() -> int:
     table.insert(0, "base_perplexity", base)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
+    every_flag = []
     for _, r in table[table["chosen"]].iterrows():
         flags = " ".join(f"--edit-param {r['method']}.{k}={_flag(v)}" for k, v in r["params"].items())
+        every_flag.append(flags)
         print(f"chosen {r['method']}: {flags}  (dev ppl {r['ratio']:.3f}x)")
-    print(f"wrote {args.out}")
+    flags_file = Path(args.out).with_suffix(".flags")
+    flags_file.write_text(" ".join(every_flag) + "\n")
+    print(f"wrote {args.out} and {flags_file} (the chosen settings as toxlens evaluate flags)")
     return 0
 
 

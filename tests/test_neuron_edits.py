@@ -135,6 +135,34 @@ def test_project_removes_the_subspace_from_mlp_outputs(setup: Any) -> None:
         project(model, r, rank=4)
 
 
+def test_project_top_frac_edits_only_the_located_value_vectors(setup: Any) -> None:
+    model, _ref, _kind, r = setup
+    before = snapshot(model)
+    d_mlp = r.d_mlp
+    count = -(-d_mlp // 4)  # ceil(0.25 * d_mlp)
+    outs = {la: mlp_weights(model, la).out.detach().clone() for la in (1, 2)}
+    with project(model, r, rank=2, layers=[1, 2], top_frac=0.25) as edit:
+        for la in (1, 2):
+            now = mlp_weights(model, la).out.detach()
+            top = r.neuron_auroc[la].topk(count).indices
+            b = r.toxic_subspace[la, :2].double()
+            expect = outs[la].clone()
+            rows = expect[top].double()
+            expect[top] = (rows - (rows @ b.T) @ b).float()
+            torch.testing.assert_close(now, expect, atol=1e-6, rtol=0)
+            assert set((now != outs[la]).any(-1).nonzero().flatten().tolist()) <= set(top.tolist())
+        assert edit.n_changed <= 2 * count * model.info.d_model
+    assert_params_equal(model, before)
+    # the control: as many rows per layer, drawn at random (seeded), the same rule
+    with get_method("project-random")(model, r, {"rank": 2, "layers": [1], "top_frac": 0.25, "seed": 3}):
+        changed = (mlp_weights(model, 1).out.detach() != outs[1]).any(-1).nonzero().flatten()
+        assert 0 < len(changed) <= count
+    assert_params_equal(model, before)
+    for bad in (0, 1.5, True, "x"):
+        with pytest.raises(ToxlensError, match="top_frac"):
+            project(model, r, rank=1, top_frac=bad)
+
+
 def test_subtract_removes_value_vectors_during_the_forward(setup: Any) -> None:
     model, ref, kind, r = setup
     flat = r.cos_probe.flatten().topk(2).indices.tolist()
@@ -166,6 +194,7 @@ def test_registry_builds_every_method_and_validates_params(setup: Any) -> None:
         "surgery",
         "surgery-random",
         "project",
+        "project-random",
         "subtract",
         "subtract-random",
     }

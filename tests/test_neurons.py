@@ -17,7 +17,7 @@ from lens.model import LensModel
 from lens.probe import roc_auc
 from lens.weights import head_out_weights, mlp_weights, neuron_act_name, parse_neuron
 from patching.neuron_result import NeuronRanking
-from patching.neurons import rank_from_texts
+from patching.neurons import rank_from_texts, toxic_subspace
 from patching.text_attribution import attribution_scores
 from patching.text_stats import auroc_columns, collect_pooled
 
@@ -271,6 +271,21 @@ def test_ranking_roundtrip_tables_and_hygiene(kind: str, tmp_path: Any) -> None:
     assert r.cos_probe[2, 3].item() == pytest.approx(
         float(v @ r.probe_direction / v.norm() / r.probe_direction.norm()), abs=1e-5
     )
+
+
+def test_toxic_subspace_is_centred_and_spans_the_class_difference() -> None:
+    # planted: non-toxic outputs share a large mean along e0; toxic ones add e1 (plus that mean, rescaled)
+    gen = torch.Generator().manual_seed(0)
+    n, d = 40, 6
+    y = torch.tensor([1] * n + [0] * n)
+    e = torch.eye(d)
+    base = 10 * e[0] + 0.01 * torch.randn(2 * n, d, generator=gen)
+    scale = torch.where(y == 1, 1.5, 1.0)[:, None]  # toxic texts' mean output is longer along e0
+    x = base * scale + (y == 1).float()[:, None] * (2 + torch.rand(2 * n, 1, generator=gen)) * e[1]
+    s = toxic_subspace(x[:, None, :], y, 1)[0, 0]
+    assert abs(float(s @ e[1])) > 0.99  # the toxic direction, not the shared mean
+    mean = x[y == 0].mean(0)
+    assert abs(float(s @ mean / mean.norm())) < 1e-6  # orthogonal to the non-toxic mean
 
 
 def test_ranking_rejects_bad_labels(tmp_path: Any) -> None:

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from interventions import scoring
-from interventions.scoring import distinct_n, get_scorer, toxicity_stats
+from interventions.scoring import get_scorer
+from interventions.toxicity_stats import distinct_n, toxicity_stats
 from lens.errors import ToxlensError
 
 # -- toxicity_stats ---------------------------------------------------------------------------

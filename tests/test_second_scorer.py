@@ -14,7 +14,8 @@ from tiny import TOXIC_WORDS, hf_model, make_tokenizer, tiny
 
 from interventions.conditions import Condition
 from interventions.evaluate import SCORER_COLUMNS, SUMMARY_COLUMNS, evaluate
-from interventions.scoring import SCORER_SPECS, get_scorer, parse_scorers, toxicity_stats
+from interventions.scoring import SCORER_SPECS, get_scorer, parse_scorers
+from interventions.toxicity_stats import toxicity_stats
 from lens.errors import ToxlensError
 from toxlens.cli import main
 

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Issue 7 at fluency-chosen strengths on smollm2-135m: each edit's strength chosen on a development split by
+# perplexity alone (no scorer), then every edit, its random control and the edits with rollback on the
+# evaluation protocol, and the scorers' floor (human non-offensive text; the model on non-offensive prompts).
+#   scripts/setup.sh && scripts/eval_dose_smollm2.sh      (needs ../shared/data/davidson/labeled_data.csv)
+# Every step's output lands under runs/; a step is skipped when its output already exists. Each condition's
+# samples depend only on the seed and the condition (sample j of prompt i: seed S + i*K + j), so rows equal
+# those of runs that evaluated the same conditions separately.
+# Knobs (environment): WORKERS (2) BATCH (50)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+T=.venv/bin/toxlens
+WORKERS=${WORKERS:-2} BATCH=${BATCH:-50}
+PROTOCOL=(--model smollm2-135m --samples 10 --max-new-tokens 20 --seed 0 --top-p 0.9
+  --scorer profanity,better-profanity --perplexity-text runs/eval-data/neutral.txt --batch-size "$BATCH"
+  --workers "$WORKERS")
+
+[ -d runs/eval-data ] || .venv/bin/python scripts/make_eval_data.py --out runs/eval-data
+# localisation from the human labels only (hate + offensive vs neither), never from a scorer
+[ -d runs/locate-texts-smollm2 ] || $T locate --model smollm2-135m --texts runs/eval-data/probe_train.csv \
+  --text-col tweet --label-col class --positive-labels 0,1 --balance --limit 2000 --out runs/locate-texts-smollm2
+# the rollback monitor, trained from text labels only (multiple-instance, `--pooling max`)
+[ -d runs/probe-mil ] || $T probe train --model smollm2-135m --data runs/eval-data/probe_train.csv \
+  --text-col tweet --label-col class --positive-labels 0,1 --out runs/probe-mil
+
+# strengths: the strongest setting per method within +10 % development perplexity
+[ -d runs/eval-data-dev ] || .venv/bin/python scripts/make_dev_data.py --out runs/eval-data-dev
+[ -f runs/dose-dev.flags ] || .venv/bin/python scripts/dose_edits.py --out runs/dose-dev.csv
+read -r -a CHOSEN < runs/dose-dev.flags
+[ -d runs/eval-dose-all-smollm2 ] || $T evaluate "${PROTOCOL[@]}" --prompts runs/eval-data/prompts.jsonl \
+  --conditions none,subtract,subtract-random,surgery,surgery-random,project,project-random,subtract+rollback,project+rollback \
+  --edit-from runs/locate-texts-smollm2 --probe runs/probe-mil --threshold 0.5 "${CHOSEN[@]}" \
+  --out runs/eval-dose-all-smollm2
+
+# the floor: human non-offensive text through the scorers, and the unedited model on non-offensive prompts
+[ -f runs/scorer-floor.json ] || .venv/bin/python scripts/scorer_floor.py --out runs/scorer-floor.json
+[ -d runs/eval-data-neither ] || .venv/bin/python scripts/make_dev_data.py --prompt-class 2 --seed 0 \
+  --n-prompts 100 --out runs/eval-data-neither
+[ -d runs/eval-neither-smollm2 ] || $T evaluate "${PROTOCOL[@]}" --prompts runs/eval-data-neither/prompts.jsonl \
+  --conditions none --limit-perplexity 20 --out runs/eval-neither-smollm2
+cut -d, -f1-9,17 runs/eval-dose-all-smollm2/summary.csv
+cut -d, -f1-9 runs/eval-neither-smollm2/summary.csv
