@@ -32,6 +32,16 @@ read -r -a CHOSEN < runs/dose-dev.flags
   --edit-from runs/locate-texts-smollm2 --probe runs/probe-mil --threshold 0.5 "${CHOSEN[@]}" \
   --out runs/eval-dose-all-smollm2
 
+# the project edit exported, a monitor trained on the edited model itself (same text labels), and rollback on it
+read -r -a PROJECT <<< "$(grep -o 'project\.[a-z_]*=[^ ]*' runs/dose-dev.flags | sed 's/^project\./--edit-param /' | tr '\n' ' ')"
+[ -d runs/smollm2-project ] || $T edit --model smollm2-135m --method project --from runs/locate-texts-smollm2 \
+  "${PROJECT[@]}" --out runs/smollm2-project
+[ -d runs/probe-mil-project ] || $T probe train --model runs/smollm2-project --data runs/eval-data/probe_train.csv \
+  --text-col tweet --label-col class --positive-labels 0,1 --out runs/probe-mil-project
+[ -d runs/eval-project-monitor-smollm2 ] || $T evaluate "${PROTOCOL[@]/smollm2-135m/runs/smollm2-project}" \
+  --prompts runs/eval-data/prompts.jsonl --conditions none,rollback --probe runs/probe-mil-project --threshold 0.5 \
+  --out runs/eval-project-monitor-smollm2
+
 # the floor: human non-offensive text through the scorers, and the unedited model on non-offensive prompts
 [ -f runs/scorer-floor.json ] || .venv/bin/python scripts/scorer_floor.py --out runs/scorer-floor.json
 [ -d runs/eval-data-neither ] || .venv/bin/python scripts/make_dev_data.py --prompt-class 2 --seed 0 \
