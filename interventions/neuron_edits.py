@@ -246,21 +246,26 @@ def project(
             w = mlps[la]
             basis = sub[la, :rank].double().to(w.out.device)  # [rank, d_model], orthonormal rows
             idx = rows(la)
-            out64 = w.out.double() if idx is None else w.out[idx.to(w.out.device)].double()
-            edited = (out64 - (out64 @ basis.T) @ basis).to(w.out.dtype)
-            if idx is None:
-                w.out.copy_(edited)
+            if idx is None:  # every value vector, and the bias (ProFS as published)
+                w.out.copy_(_without(w.out, basis))
+                if w.out_bias is not None:
+                    w.out_bias.copy_(_without(w.out_bias, basis))
             else:
-                w.out[idx.to(w.out.device)] = edited
-            if w.out_bias is not None and idx is None:
-                b64 = w.out_bias.double()
-                w.out_bias.copy_((b64 - (b64 @ basis.T) @ basis).to(w.out_bias.dtype))
+                idx = idx.to(w.out.device)
+                w.out[idx] = _without(w.out[idx], basis)
 
     which = "" if count == d_mlp else f", {count} neurons/layer"
     which += "" if random_seed is None else f" random seed={random_seed}"
     return weight_edit(
         model, f"project(rank={rank}, {len(layers)} layers{which})", params, mutate, len(layers)
     )
+
+
+def _without(x: Tensor, basis: Tensor) -> Tensor:
+    """``x`` (rows, or one vector) with its component in the span of ``basis``'s orthonormal rows removed,
+    computed in float64."""
+    x64 = x.double()
+    return (x64 - (x64 @ basis.T) @ basis).to(x.dtype)
 
 
 # -- subtract (hook) ---------------------------------------------------------------------------------

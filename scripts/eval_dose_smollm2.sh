@@ -15,13 +15,7 @@ PROTOCOL=(--model smollm2-135m --samples 10 --max-new-tokens 20 --seed 0 --top-p
   --scorer profanity,better-profanity --perplexity-text runs/eval-data/neutral.txt --batch-size "$BATCH"
   --workers "$WORKERS")
 
-[ -d runs/eval-data ] || .venv/bin/python scripts/make_eval_data.py --out runs/eval-data
-# localisation from the human labels only (hate + offensive vs neither), never from a scorer
-[ -d runs/locate-texts-smollm2 ] || $T locate --model smollm2-135m --texts runs/eval-data/probe_train.csv \
-  --text-col tweet --label-col class --positive-labels 0,1 --balance --limit 2000 --out runs/locate-texts-smollm2
-# the rollback monitor, trained from text labels only (multiple-instance, `--pooling max`)
-[ -d runs/probe-mil ] || $T probe train --model smollm2-135m --data runs/eval-data/probe_train.csv \
-  --text-col tweet --label-col class --positive-labels 0,1 --out runs/probe-mil
+scripts/edit_inputs_smollm2.sh  # evaluation data, neurons located from human labels, the MIL monitor
 
 # strengths: the strongest setting per method within +10 % development perplexity
 [ -d runs/eval-data-dev ] || .venv/bin/python scripts/make_dev_data.py --out runs/eval-data-dev

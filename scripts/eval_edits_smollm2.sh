@@ -11,14 +11,7 @@ T=.venv/bin/toxlens
 PROMPTS=${PROMPTS:-100} SAMPLES=${SAMPLES:-10} NEW_TOKENS=${NEW_TOKENS:-20} LOCATE_TEXTS=${LOCATE_TEXTS:-2000}
 THRESHOLD=${THRESHOLD:-0.5} BEST=${BEST:-surgery} BATCH=${BATCH:-50}
 
-[ -d runs/eval-data ] || .venv/bin/python scripts/make_eval_data.py --out runs/eval-data --n-prompts "$PROMPTS"
-# localisation from the human labels only (hate + offensive vs neither), never from a scorer
-[ -d runs/locate-texts-smollm2 ] || $T locate --model smollm2-135m --texts runs/eval-data/probe_train.csv \
-  --text-col tweet --label-col class --positive-labels 0,1 --balance --limit "$LOCATE_TEXTS" \
-  --out runs/locate-texts-smollm2
-# the rollback monitor, trained from text labels only (multiple-instance, `--pooling max`)
-[ -d runs/probe-mil ] || $T probe train --model smollm2-135m --data runs/eval-data/probe_train.csv \
-  --text-col tweet --label-col class --positive-labels 0,1 --out runs/probe-mil
+PROMPTS="$PROMPTS" LOCATE_TEXTS="$LOCATE_TEXTS" scripts/edit_inputs_smollm2.sh  # data, located neurons, the MIL monitor
 
 [ -d runs/eval-edits-smollm2 ] || $T evaluate --model smollm2-135m --prompts runs/eval-data/prompts.jsonl \
   --samples "$SAMPLES" --max-new-tokens "$NEW_TOKENS" --seed 0 --top-p 0.9 \

@@ -12,6 +12,7 @@ from typing import Any
 
 from lens.errors import ToxlensError
 from toxlens.common import check_finite, check_steer_vector_spec, parse_edit_params
+from toxlens.generate_args import default_safe_threshold
 
 
 def check_plan(args: argparse.Namespace, names: list[str], scales: list[float]) -> None:
@@ -104,12 +105,14 @@ def make_conditions(model: Any, spec: dict[str, Any]) -> list[Any]:
         raise ToxlensError("--steer-vector probe needs --probe DIR")
     # None: the conditions fall back to the probe's direction
     vector = None if args.steer_vector in (None, "probe") else vector_from_spec(args.steer_vector, model)
+    if args.safe_threshold is not None:
+        safe = args.safe_threshold
+    elif args.threshold is not None:
+        safe = default_safe_threshold(args.threshold)
+    else:  # no monitored condition: the policy's own default, never used
+        safe = RollbackPolicy.safe_threshold
     policy = RollbackPolicy(
-        safe_threshold=(
-            args.safe_threshold
-            if args.safe_threshold is not None
-            else (args.threshold / 2 if args.threshold is not None else 0.3)
-        ),
+        safe_threshold=safe,
         budget=args.budget,
         on_budget=args.on_budget,
         steer_tokens=args.correct_tokens,
