@@ -17,11 +17,11 @@ from interventions.neuron_edits import (
     aura_alphas,
     check_ranking,
     dampen,
-    project,
     random_alphas,
     subtract,
     surgery,
 )
+from interventions.neuron_project import project
 from lens.errors import ToxlensError
 from lens.model import LensModel
 from patching.neuron_result import NeuronRanking
@@ -114,10 +114,20 @@ EDIT_METHODS: dict[str, EditMethod] = {
         ),
         EditMethod(
             "project-random",
-            "control for project: as many random neurons per layer, the same subspace projected out",
+            "control for project: as many random neurons per layer (neurons: random | random-unlocated | "
+            "located), the toxic or a random subspace (subspace: toxic | random) projected out",
             True,
-            {"rank": 2, "layers": None, "top_frac": 0.25, "seed": 0},
-            lambda m, r, p: project(m, r, p["rank"], p["layers"], p["top_frac"], random_seed=p["seed"]),
+            {
+                "rank": 2,
+                "layers": None,
+                "top_frac": 0.25,
+                "seed": 0,
+                "neurons": "random",
+                "subspace": "toxic",
+            },
+            lambda m, r, p: project(
+                m, r, p["rank"], p["layers"], p["top_frac"], p["neurons"], p["subspace"], p["seed"]
+            ),
         ),
         EditMethod(
             "subtract",

@@ -15,11 +15,7 @@ whose value changed) and ``edit.n_units`` (neurons / rows / layers edited):
   ``W_in``, gated MLPs ``W_gate``) whose effective row ``W_i ⊙ γ`` (γ: the MLP's input-norm weight) is
   most aligned with the probe direction θ are shifted ``W_i ← W_i − α·‖W_i‖·θ``: those neurons are
   driven down when the toxic direction is present.
-* :func:`project` — ProFS-style (Uppaal et al. 2025): the toxic subspace ``P_l`` of what MLP ``l``
-  writes (top right-singular vectors of toxic-minus-non-toxic mean MLP outputs, stored in the ranking)
-  is projected out of its value vectors: ``W_out ← W_out (I − P_lᵀP_l)`` (and its bias, if any); with
-  ``top_frac`` only the value vectors of the layer's top-AUROC neurons (the located ones), and
-  ``project-random`` the same number of random neurons per layer.
+* ``project`` — ProFS-style: its own module, :mod:`interventions.neuron_project`.
 
 :func:`subtract` (Lee et al. 2024) is a hook edit: the value vector(s) most aligned with the probe
 (``cos_probe``) are subtracted, ``scale ×`` each, from the MLP output of their layer at every position
@@ -28,7 +24,6 @@ during generation.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -39,7 +34,7 @@ from interventions.edit_base import Edit, _hook_edit
 from lens.errors import ToxlensError
 from lens.hooks import mlp_out_name
 from lens.model import LensModel
-from lens.weights import MLPWeights, mlp_weights
+from lens.weights import mlp_weights
 from patching.neuron_result import NeuronRanking
 
 
@@ -204,71 +199,6 @@ def _mlp_norm_weight(model: LensModel, layer: int, like: Tensor) -> Tensor | Non
     return gamma.detach().to(like) if isinstance(gamma, Tensor) else None
 
 
-# -- project (ProFS-style) ---------------------------------------------------------------------------
-def project(
-    model: LensModel,
-    ranking: NeuronRanking,
-    rank: int = 2,
-    layers: Sequence[int] | None = None,
-    top_frac: float = 1.0,
-    random_seed: int | None = None,
-) -> Edit:
-    """Project each edited layer's toxic subspace out of its value vectors (module docstring).
-
-    ``top_frac`` in (0, 1]: only the value vectors of the ``ceil(top_frac · d_mlp)`` neurons of the layer
-    with the highest AUROC are projected — the located neurons; the rest of the MLP (attention-sink and
-    other always-on neurons included) is left alone. ``1.0`` is ProFS as published: every value vector,
-    and the output bias if any. With ``random_seed`` (the control): the same number of neurons per layer
-    drawn at random (seeded)."""
-    check_ranking(model, ranking)
-    sub = ranking.toxic_subspace
-    if sub is None:
-        raise ToxlensError("the neuron ranking has no toxic subspace (re-run toxlens locate --texts)")
-    layers = _layers(model, layers, range(model.n_layers // 2, model.n_layers))
-    if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= sub.shape[1]:
-        raise ToxlensError(f"rank must be an int in [1, {sub.shape[1]}], got {rank!r}")
-    if isinstance(top_frac, bool) or not isinstance(top_frac, int | float) or not 0 < top_frac <= 1:
-        raise ToxlensError(f"top_frac must be a number in (0, 1], got {top_frac!r}")
-    mlps: dict[int, MLPWeights] = {la: mlp_weights(model, la) for la in layers}
-    params = [p for la in layers for p in mlps[la].out_params]
-    d_mlp = ranking.d_mlp
-    count = min(d_mlp, max(1, math.ceil(float(top_frac) * d_mlp)))
-
-    def rows(la: int) -> Tensor | None:
-        if count == d_mlp:
-            return None
-        if random_seed is None:
-            return ranking.neuron_auroc[la].topk(count).indices
-        return _random_units(d_mlp, count, random_seed, la)
-
-    def mutate() -> None:
-        for la in layers:
-            w = mlps[la]
-            basis = sub[la, :rank].double().to(w.out.device)  # [rank, d_model], orthonormal rows
-            idx = rows(la)
-            if idx is None:  # every value vector, and the bias (ProFS as published)
-                w.out.copy_(_without(w.out, basis))
-                if w.out_bias is not None:
-                    w.out_bias.copy_(_without(w.out_bias, basis))
-            else:
-                idx = idx.to(w.out.device)
-                w.out[idx] = _without(w.out[idx], basis)
-
-    which = "" if count == d_mlp else f", {count} neurons/layer"
-    which += "" if random_seed is None else f" random seed={random_seed}"
-    return weight_edit(
-        model, f"project(rank={rank}, {len(layers)} layers{which})", params, mutate, len(layers)
-    )
-
-
-def _without(x: Tensor, basis: Tensor) -> Tensor:
-    """``x`` (rows, or one vector) with its component in the span of ``basis``'s orthonormal rows removed,
-    computed in float64."""
-    x64 = x.double()
-    return (x64 - (x64 @ basis.T) @ basis).to(x.dtype)
-
-
-# -- subtract (hook) ---------------------------------------------------------------------------------
 def subtract(
     model: LensModel,
     ranking: NeuronRanking,

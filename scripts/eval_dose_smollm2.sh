@@ -26,6 +26,21 @@ read -r -a CHOSEN < runs/dose-dev.flags
   --edit-from runs/locate-texts-smollm2 --probe runs/probe-mil --threshold 0.5 "${CHOSEN[@]}" \
   --out runs/eval-dose-all-smollm2
 
+# what project's random control measures: neurons (located / uniform / none located) x subspace (toxic / random)
+CELLS=("random-others:--edit-param project-random.neurons=random-unlocated"
+  "located-randsub:--edit-param project-random.neurons=located --edit-param project-random.subspace=random"
+  "random-randsub:--edit-param project-random.subspace=random" "random-seed1:--edit-param project-random.seed=1")
+for cell in "${CELLS[@]}"; do
+  read -r -a FLAGS <<< "${cell#*:}"
+  [ -d "runs/eval-project-${cell%%:*}-smollm2" ] || $T evaluate "${PROTOCOL[@]}" --prompts runs/eval-data/prompts.jsonl \
+    --conditions project-random --edit-from runs/locate-texts-smollm2 "${CHOSEN[@]}" "${FLAGS[@]}" \
+    --out "runs/eval-project-${cell%%:*}-smollm2"
+done
+# the same at rank 2 (the --rule controlled choice): the control's cut without damage to neutral text
+[ -d runs/eval-project-r2-smollm2 ] || $T evaluate "${PROTOCOL[@]}" --prompts runs/eval-data/prompts.jsonl \
+  --conditions none,project,project-random --edit-from runs/locate-texts-smollm2 "${CHOSEN[@]}" \
+  --edit-param project.rank=2 --out runs/eval-project-r2-smollm2
+
 # the project edit exported, a monitor trained on the edited model itself (same text labels), and rollback on it
 read -r -a PROJECT <<< "$(grep -o 'project\.[a-z_]*=[^ ]*' runs/dose-dev.flags | sed 's/^project\./--edit-param /' | tr '\n' ' ')"
 [ -d runs/smollm2-project ] || $T edit --model smollm2-135m --method project --from runs/locate-texts-smollm2 \

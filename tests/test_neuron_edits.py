@@ -13,7 +13,8 @@ from tiny import tiny
 from torch import Tensor
 
 from interventions.edit_methods import EDIT_METHODS, get_method
-from interventions.neuron_edits import aura_alphas, dampen, project, random_alphas, subtract, surgery
+from interventions.neuron_edits import aura_alphas, dampen, random_alphas, subtract, surgery
+from interventions.neuron_project import project
 from lens.errors import ToxlensError
 from lens.hooks import count_hooks
 from lens.model import LensModel
@@ -158,6 +159,48 @@ def test_project_top_frac_edits_only_the_located_value_vectors(setup: Any) -> No
         changed = (mlp_weights(model, 1).out.detach() != outs[1]).any(-1).nonzero().flatten()
         assert 0 < len(changed) <= count
     assert_params_equal(model, before)
+    # the control from the complement: none of the located rows changes; rows drawn from the others
+    params = {"rank": 2, "layers": [1, 2], "top_frac": 0.25, "seed": 3, "neurons": "random-unlocated"}
+    with get_method("project-random")(model, r, params):
+        for la in (1, 2):
+            now = mlp_weights(model, la).out.detach()
+            top = set(r.neuron_auroc[la].topk(count).indices.tolist())
+            changed_rows = set((now != outs[la]).any(-1).nonzero().flatten().tolist())
+            assert 0 < len(changed_rows) <= count and not changed_rows & top
+            b = r.toxic_subspace[la, :2].double()
+            moved = sorted(changed_rows)
+            rows = outs[la][moved].double()
+            torch.testing.assert_close(now[moved], (rows - (rows @ b.T) @ b).float(), atol=1e-6, rtol=0)
+    assert_params_equal(model, before)
+    # the subspace control: the located rows, a random orthonormal basis (seeded), removed from each row
+    params = {
+        "rank": 2,
+        "layers": [1],
+        "top_frac": 0.25,
+        "seed": 3,
+        "neurons": "located",
+        "subspace": "random",
+    }
+    with get_method("project-random")(model, r, params):
+        now = mlp_weights(model, 1).out.detach()
+        top = r.neuron_auroc[1].topk(count).indices
+        assert set((now != outs[1]).any(-1).nonzero().flatten().tolist()) <= set(top.tolist())
+        moved = now[top].double()
+        # the removed part of every row lies in one rank-2 subspace, not the toxic one
+        removed = outs[1][top].double() - moved
+        assert torch.linalg.matrix_rank(removed, atol=1e-4) == 2
+        toxic = r.toxic_subspace[1, :2].double()
+        assert (removed - (removed @ toxic.T) @ toxic).norm() > 0.1 * removed.norm()
+        # each row is now orthogonal to that subspace
+        basis = torch.linalg.svd(removed, full_matrices=False).Vh[:2]
+        assert (moved @ basis.T).abs().max() < 1e-4
+    assert_params_equal(model, before)
+    with pytest.raises(ToxlensError, match="random-unlocated"):
+        project(model, r, rank=1, top_frac=0.75, neurons="random-unlocated")
+    with pytest.raises(ToxlensError, match="neurons must be"):
+        project(model, r, rank=1, top_frac=0.25, neurons="best")
+    with pytest.raises(ToxlensError, match="subspace must be"):
+        project(model, r, rank=1, top_frac=0.25, subspace="probe")
     for bad in (0, 1.5, True, "x"):
         with pytest.raises(ToxlensError, match="top_frac"):
             project(model, r, rank=1, top_frac=bad)
