@@ -29,7 +29,9 @@ read -r -a CHOSEN < runs/dose-dev.flags
 # what project's random control measures: neurons (located / uniform / none located) x subspace (toxic / random)
 CELLS=("random-others:--edit-param project-random.neurons=random-unlocated"
   "located-randsub:--edit-param project-random.neurons=located --edit-param project-random.subspace=random"
-  "random-randsub:--edit-param project-random.subspace=random" "random-seed1:--edit-param project-random.seed=1")
+  "random-randsub:--edit-param project-random.subspace=random" "random-seed1:--edit-param project-random.seed=1"
+  "located-randsub-seed1:--edit-param project-random.neurons=located --edit-param project-random.subspace=random --edit-param project-random.seed=1"
+  "random-randsub-seed1:--edit-param project-random.subspace=random --edit-param project-random.seed=1")
 for cell in "${CELLS[@]}"; do
   read -r -a FLAGS <<< "${cell#*:}"
   [ -d "runs/eval-project-${cell%%:*}-smollm2" ] || $T evaluate "${PROTOCOL[@]}" --prompts runs/eval-data/prompts.jsonl \
