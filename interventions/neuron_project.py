@@ -72,13 +72,13 @@ def project(
         )
 
     def rows(la: int) -> Tensor | None:
-        if count == d_mlp and neurons != "random-unlocated":
+        if count == d_mlp:  # every value vector (random-unlocated was refused above)
             return None
+        if neurons == "random":
+            return _random_units(d_mlp, count, seed, la)
         located = ranking.neuron_auroc[la].topk(count).indices
         if neurons == "located":
             return located
-        if neurons == "random":
-            return _random_units(d_mlp, count, seed, la)
         others = torch.ones(d_mlp, dtype=torch.bool)
         others[located] = False
         pool = others.nonzero().squeeze(1)

@@ -169,13 +169,17 @@ def run(args: argparse.Namespace) -> int:
     def logppl(texts: list[str]) -> float:
         return math.log(float(perplexity(model, texts, batch_size=32, prepend_bos=True)["perplexity"]))
 
+    limit = 1 + args.budget
+
     def measure(name: str, params: dict[str, Any], prefix: str, row: dict[str, Any]) -> None:
+        """Dev perplexity of ``name`` at ``params`` into ``row`` (keys ``prefix``…), and its selectivity
+        unless the row's *edit* is over the budget (inadmissible under every rule; its control never runs)."""
         with get_method(name)(model, ranking, params) as edit:
             dev_lp = logppl(dev)
             row[f"{prefix}params_changed"] = int(getattr(edit, "n_changed", 0) or 0)
             row[f"{prefix}perplexity"] = math.exp(dev_lp)
             row[f"{prefix}ratio"] = math.exp(dev_lp - base["dev"])
-            if row["ratio"] > 1 + args.budget:  # inadmissible under every rule: no need to go on
+            if row["ratio"] > limit:
                 row[f"{prefix}selectivity"] = math.nan
                 return
             d_tox, d_non = logppl(toxic) - base["toxic"], logppl(nontoxic) - base["nontoxic"]
@@ -189,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         row: dict[str, Any] = {"method": method, "params": params, "strength": strength}
         measure(method, params, "", row)
-        if row["ratio"] <= 1 + args.budget:
+        if row["ratio"] <= limit:
             measure(f"{method}-random", params, "control_", row)
         rows.append(row)
         print(

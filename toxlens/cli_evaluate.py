@@ -44,7 +44,8 @@ def add_parser(sub: Any) -> None:
         "--conditions",
         default="none",
         help="comma list among none,ablate,steer,edit,rollback,rollback+steer and the edit methods "
-        "dampen,dampen-random,surgery,project,subtract (each also as METHOD+rollback)",
+        "and their random controls (dampen, surgery, project, subtract; METHOD-random), each also as "
+        "METHOD+rollback",
     )
     p.add_argument(
         "--scorer",
