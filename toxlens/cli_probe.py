@@ -22,10 +22,10 @@ from toxlens.probe_args import (
     LAYERS_CSV_COLUMNS,
     POOLING_CHOICES,
     TOKEN_POOLINGS,
-    _check_flags,
-    _check_split,
     add_parser,
     balance,
+    check_flags,
+    check_split,
     default_layer,
     parse_labels,
     resolve_defaults,
@@ -61,7 +61,7 @@ def train(args: argparse.Namespace) -> int:
     from lens.io import atomic_directory, check_output_dir
     from lens.probe import Probe, collect_residuals, data_hash, fit_probe, load_labelled
 
-    _check_flags(args)
+    check_flags(args)
     positive = parse_labels(args.positive_labels, "--positive-labels")
     assert positive is not None
     negative = parse_labels(args.negative_labels, "--negative-labels")
@@ -86,7 +86,7 @@ def train(args: argparse.Namespace) -> int:
         texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
     n_pos = sum(labels)
     n_neg = len(labels) - n_pos
-    _check_split(n_neg, n_pos, args.test_fraction)
+    check_split(n_neg, n_pos, args.test_fraction)
 
     from lens.loading import load_model
 

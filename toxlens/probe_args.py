@@ -124,7 +124,8 @@ def parse_labels(value: str | None, flag: str) -> list[str] | None:
     return labels
 
 
-def _check_flags(args: argparse.Namespace) -> None:
+def check_flags(args: argparse.Namespace) -> None:
+    """The flag combinations `probe train` refuses before loading anything (one clear error each)."""
     if args.layer is not None and args.all_layers:
         raise ToxlensError("--layer and --all-layers exclude each other; give one of them")
     if args.layer is not None and args.layer < 0:
@@ -210,7 +211,8 @@ def resolve_defaults(args: argparse.Namespace) -> list[str]:
     return filled
 
 
-def _check_split(n_neg: int, n_pos: int, test_fraction: float) -> None:
+def check_split(n_neg: int, n_pos: int, test_fraction: float) -> None:
+    """Refuse a train/test split that leaves a class with too few examples on either side."""
     for name, n in (("negative", n_neg), ("positive", n_pos)):
         k = math.ceil(test_fraction * n)
         if k >= n:
