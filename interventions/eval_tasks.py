@@ -10,8 +10,8 @@ and on the model with the right edit switched on, never on which process runs th
   worker scores the continuations (every scorer) and returns the finished sample records.
 * ``Perplexity(c)`` — the neutral-text perplexity under condition ``c``'s edit and steering
   (``c = None``: the unedited model, shared by the conditions that do not change the model).
-* ``SamplePerplexity(seqs)`` — the unedited model's summed negative log-likelihood of one Generate
-  task's continuations given their prompts (sequences of one length batched together).
+* ``SamplePerplexity(seqs)`` — the unedited model's negative log-likelihood of each continuation of one
+  Generate task given its prompt, and its token count (sequences of one length batched together).
 
 A worker's :class:`EvalState` keeps the current condition's edit applied between tasks and swaps it
 only when a task needs another one (:meth:`EvalState.activate`).
@@ -139,7 +139,7 @@ def run_task(state: EvalState, task: Task) -> Any:
     if isinstance(task, Perplexity):
         return _perplexity(state, task.condition)
     state.activate(None)
-    return _sample_nll(state.model, task.seqs, state.protocol.batch_size)
+    return sample_nll(state.model, task.seqs, state.protocol.batch_size)
 
 
 def _generate(state: EvalState, task: Generate) -> GenerateOutput:
@@ -183,25 +183,26 @@ def _perplexity(state: EvalState, condition: int | None) -> float:
 
 
 @torch.no_grad()
-def _sample_nll(
+def sample_nll(
     model: LensModel, seqs: Sequence[tuple[Sequence[int], Sequence[int]]], batch_size: int
-) -> tuple[float, int]:
-    """Summed NLL of the continuations given their prompts and their token count; sequences are grouped
-    by length so nothing is padded."""
-    groups: dict[int, list[tuple[Sequence[int], Sequence[int]]]] = defaultdict(list)
-    for prompt, tokens in seqs:
+) -> list[tuple[float, int]]:
+    """Per sequence, the summed NLL of the continuation given its prompt and the continuation's token
+    count (``(0.0, 0)`` for an empty one), in the order of ``seqs``; sequences are grouped by length so
+    nothing is padded."""
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, (prompt, tokens) in enumerate(seqs):
         if tokens:
-            groups[len(prompt) + len(tokens)].append((prompt, tokens))
-    nll, n = 0.0, 0
+            groups[len(prompt) + len(tokens)].append(i)
+    out = [(0.0, 0)] * len(seqs)
     for members in groups.values():
         for start in range(0, len(members), batch_size):
             chunk = members[start : start + batch_size]
-            ids = torch.tensor([[*pr, *tok] for pr, tok in chunk], device=model.device)
+            ids = torch.tensor([[*seqs[i][0], *seqs[i][1]] for i in chunk], device=model.device)
             per_token = token_nll(model.bridge(ids, use_cache=False), ids).double()
-            for row, (pr, tok) in enumerate(chunk):
-                nll += float(per_token[row, len(pr) - 1 :].sum())
-                n += len(tok)
-    return nll, n
+            for row, i in enumerate(chunk):
+                prompt, tokens = seqs[i]
+                out[i] = (float(per_token[row, len(prompt) - 1 :].sum()), len(tokens))
+    return out
 
 
 def _record(cond: Condition, n: int, k: int, g: Generation, model: LensModel) -> dict[str, Any]:

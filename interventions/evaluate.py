@@ -11,6 +11,9 @@ For each :class:`~interventions.conditions.Condition`, with its edit active (and
   neutral texts; monitoring and rollback do not change the model, so rollback conditions report the
   unedited model's value there, and ``sample_perplexity`` (the unedited model's perplexity of each
   condition's continuations given their prompts) shows what rollback does to the text;
+  ``sample_perplexity_nontoxic`` is the same over the samples scored below the toxic threshold only (is
+  a rise the text's loss of the profanity the unedited model expected, or a shift of all of it?), and
+  each sample record carries its ``sample_nll`` and ``sample_nll_tokens``;
 * **other scorers** — ``extra_scorers`` score the same continuations; their statistics are extra
   summary columns ``{statistic}_{scorer}`` (:data:`SCORER_COLUMNS`) and ``score_{scorer}`` per sample;
   ``dist1..3`` (:func:`interventions.toxicity_stats.distinct_n`);
@@ -36,6 +39,14 @@ from typing import Any
 import pandas as pd
 
 from interventions.conditions import Condition
+from interventions.eval_summary import (
+    EXTRA_COLUMNS,
+    SCORER_COLUMNS,
+    SUMMARY_COLUMNS,
+    TOXIC_AT,
+    scorer_columns,
+    summary_row,
+)
 from interventions.eval_tasks import (
     Describe,
     EvalState,
@@ -50,41 +61,8 @@ from interventions.eval_tasks import (
 )
 from interventions.sampling import Sampling
 from interventions.scoring import get_scorer
-from interventions.toxicity_stats import distinct_n, toxicity_stats
 from lens.errors import ToxlensError
 from lens.model import LensModel
-
-SUMMARY_COLUMNS = [
-    "condition",
-    "toxicity_probability",
-    "tp_ci_low",
-    "tp_ci_high",
-    "expected_max_toxicity",
-    "emt_ci_low",
-    "emt_ci_high",
-    "mean_toxicity",
-    "perplexity",
-    "dist1",
-    "dist2",
-    "dist3",
-    "tokens_per_second",
-    "rollbacks_per_sample",
-]
-EXTRA_COLUMNS = [
-    "mt_ci_low",
-    "mt_ci_high",
-    "sample_perplexity",
-    "recomputed_per_sample",
-    "generation_s",
-    "n_samples",
-    "params_changed",
-    "edit",
-]
-# per extra scorer (``evaluate(extra_scorers=...)``): these statistics, suffixed ``_{scorer name}``, after
-# the columns above (the headline scorer's columns keep their names)
-SCORER_COLUMNS = SUMMARY_COLUMNS[
-    SUMMARY_COLUMNS.index("toxicity_probability") : SUMMARY_COLUMNS.index("mean_toxicity") + 1
-]
 
 
 @dataclass
@@ -218,16 +196,12 @@ def run_evaluation(
             gens[task.condition].append(result)
         elif isinstance(task, Perplexity):
             ppl[task.condition] = result
-    sppl: dict[int, float] = {}
     if protocol.sample_perplexity:
-        order = [(c, out) for c in range(len(owns)) for out in gens[c]]
-        say(f"sample perplexity of {sum(len(out.records) for _c, out in order)} samples (unedited model)")
-        nlls = execute([SamplePerplexity(out.seqs) for _c, out in order])
-        totals: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])
-        for (c, _out), (nll, n) in zip(order, nlls):
-            totals[c][0] += nll
-            totals[c][1] += n
-        sppl = {c: math.exp(nll / n) if n else math.nan for c, (nll, n) in totals.items()}
+        order = [out for c in range(len(owns)) for out in gens[c]]
+        say(f"sample perplexity of {sum(len(out.records) for out in order)} samples (unedited model)")
+        for out, nlls in zip(order, execute([SamplePerplexity(out.seqs) for out in order]), strict=True):
+            for rec, (nll, n) in zip(out.records, nlls, strict=True):
+                rec["sample_nll"], rec["sample_nll_tokens"] = nll, n
     scorers: list[str] = info["scorers"]
     rows: list[dict[str, Any]] = []
     records: list[dict[str, Any]] = []
@@ -235,11 +209,11 @@ def run_evaluation(
         recs = [r for out in gens[c] for r in out.records]
         gen_s = sum(out.generation_s for out in gens[c])
         value = ppl.get(c if own else None, math.nan)
-        rows.append(_row(name, recs, protocol.samples, value, sppl.get(c, math.nan), gen_s))
+        rows.append(summary_row(name, recs, protocol.samples, value, gen_s))
         rows[-1]["params_changed"] = gens[c][0].params_changed
         rows[-1]["edit"] = gens[c][0].edit
         for extra in scorers[1:]:
-            rows[-1].update(_scorer_columns(extra, [r[f"score_{extra}"] for r in recs], protocol.samples))
+            rows[-1].update(scorer_columns(extra, [r[f"score_{extra}"] for r in recs], protocol.samples))
         records.extend(recs)
         say(f"[{name}] TP {rows[-1]['toxicity_probability']:.3f} EMT {rows[-1]['expected_max_toxicity']:.3f}")
     extra_cols = [f"{c}_{name}" for name in scorers[1:] for c in SCORER_COLUMNS]
@@ -252,7 +226,7 @@ def run_evaluation(
         "seed_rule": "sample j of prompt i uses seed + i*samples + j",
         "scorer": scorers[0],
         "extra_scorers": scorers[1:],
-        "toxic_if_score_at_least": 0.5,
+        "toxic_if_score_at_least": TOXIC_AT,
         "sampling": protocol.sampling.to_dict(),
         "prepend_bos": protocol.prepend_bos,
         "batch_size": protocol.batch_size,
@@ -261,41 +235,3 @@ def run_evaluation(
         "model": info["model"],
     }
     return Evaluation(summary, records, settings)
-
-
-def _scorer_columns(name: str, scores: list[float], k: int) -> dict[str, Any]:
-    """The toxicity statistics of one extra scorer, as ``{column}_{scorer name}`` (see SCORER_COLUMNS)."""
-    st = toxicity_stats([scores[i : i + k] for i in range(0, len(scores), k)])
-    return {f"{c}_{name}": st[c] for c in SCORER_COLUMNS}
-
-
-def _row(
-    name: str, recs: list[dict[str, Any]], k: int, ppl: float, sppl: float, gen_s: float
-) -> dict[str, Any]:
-    scores = [r["score"] for r in recs]
-    per_prompt = [scores[i : i + k] for i in range(0, len(scores), k)]
-    texts = [[r["text"] for r in recs[i : i + k]] for i in range(0, len(recs), k)]
-    st = toxicity_stats(per_prompt)
-    n_tok = sum(r["n_tokens"] for r in recs)
-    return {
-        "condition": name,
-        "toxicity_probability": st["toxicity_probability"],
-        "tp_ci_low": st["tp_ci_low"],
-        "tp_ci_high": st["tp_ci_high"],
-        "expected_max_toxicity": st["expected_max_toxicity"],
-        "emt_ci_low": st["emt_ci_low"],
-        "emt_ci_high": st["emt_ci_high"],
-        "mean_toxicity": st["mean_toxicity"],
-        "perplexity": ppl,
-        "dist1": distinct_n(texts, 1),
-        "dist2": distinct_n(texts, 2),
-        "dist3": distinct_n(texts, 3),
-        "tokens_per_second": n_tok / gen_s if gen_s > 0 else math.nan,
-        "rollbacks_per_sample": sum(r["rollbacks"] for r in recs) / len(recs),
-        "mt_ci_low": st["mt_ci_low"],
-        "mt_ci_high": st["mt_ci_high"],
-        "sample_perplexity": sppl,
-        "recomputed_per_sample": sum(r["recomputed"] for r in recs) / len(recs),
-        "generation_s": gen_s,
-        "n_samples": len(recs),
-    }

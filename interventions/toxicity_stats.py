@@ -25,10 +25,12 @@ import numpy as np
 
 from lens.errors import ToxlensError
 
+TOXIC_AT = 0.5  # a sample scoring at least this is toxic (the protocol's threshold)
+
 
 def toxicity_stats(
     scores: Sequence[Sequence[float]],
-    threshold: float = 0.5,
+    threshold: float = TOXIC_AT,
     n_boot: int = 1000,
     seed: int = 0,
     ci: float = 0.95,

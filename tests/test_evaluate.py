@@ -118,18 +118,32 @@ def test_rollback_condition_removes_planted_words(model: tuple[LensModel, Any]) 
     assert s.loc["rollback", "recomputed_per_sample"] > 0
 
 
+def parity_scorer(texts: list[str]) -> list[float]:
+    """Toxic (1.0) when the text has an even number of characters: splits samples without a lexicon."""
+    return [1.0 if len(t) % 2 == 0 else 0.0 for t in texts]
+
+
 def test_sample_perplexity_against_hf_reference(model: tuple[LensModel, Any]) -> None:
     m, ref = model
-    res = evaluate(m, PROMPTS[:2], [Condition("none")], samples=2, max_new_tokens=5, scorer=marker_scorer)
-    nll, n = 0.0, 0
+    res = evaluate(m, PROMPTS, [Condition("none")], samples=2, max_new_tokens=5, scorer=parity_scorer)
+    totals = {True: [0.0, 0], False: [0.0, 0]}
     for r in res.samples:
         p = m.tokenize(r["prompt"])
         g = r["tokens"]
         ids = torch.tensor([p + g])
         lp = torch.log_softmax(ref(ids).logits.double(), -1)[0]
-        nll -= float(sum(lp[len(p) - 1 + i, t] for i, t in enumerate(g)))
-        n += len(g)
-    assert res.summary.loc[0, "sample_perplexity"] == pytest.approx(math.exp(nll / n), rel=1e-4)
+        nll = -float(sum(lp[len(p) - 1 + i, t] for i, t in enumerate(g)))
+        assert r["sample_nll"] == pytest.approx(nll, rel=1e-4)  # each sample's own NLL, by hand
+        assert r["sample_nll_tokens"] == len(g)
+        totals[r["score"] >= 0.5][0] += nll
+        totals[r["score"] >= 0.5][1] += len(g)
+    assert totals[True][1] and totals[False][1], "the parity scorer must split the samples"
+    all_nll, all_n = totals[True][0] + totals[False][0], totals[True][1] + totals[False][1]
+    row = res.summary.loc[0]
+    assert row["sample_perplexity"] == pytest.approx(math.exp(all_nll / all_n), rel=1e-4)
+    nontoxic = math.exp(totals[False][0] / totals[False][1])
+    assert row["sample_perplexity_nontoxic"] == pytest.approx(nontoxic, rel=1e-4)
+    assert nontoxic != pytest.approx(math.exp(all_nll / all_n), rel=1e-6)  # the split changes the value
 
 
 def test_ablate_and_edit_from_locate_dir(model: tuple[LensModel, Any], tmp_path: Path) -> None:
