@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 import pandas as pd  # noqa: E402
 
-from lens.errors import ToxlensError  # noqa: E402
+from lens.errors import ToxlensError, exit_status  # noqa: E402
 
 RULES = {
     "strength": "admissible: edit within (1+budget)x dev perplexity; chosen: max strength",
@@ -145,11 +145,7 @@ def main() -> int:
     ap.add_argument("--out", default="runs/dose-dev.csv")
     ap.add_argument("--methods", default="subtract,project,surgery", help="comma-separated methods to dose")
     args = ap.parse_args()
-    try:
-        return run(args)
-    except ToxlensError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return exit_status("dose_edits", lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> int:

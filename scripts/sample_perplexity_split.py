@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lens.errors import ToxlensError  # noqa: E402
+from lens.errors import ToxlensError, exit_status  # noqa: E402
 
 
 def main() -> int:
@@ -31,11 +31,7 @@ def main() -> int:
     ap.add_argument("--conditions", default=None, help="comma-separated conditions (default: all)")
     ap.add_argument("--batch-size", type=int, default=50)
     args = ap.parse_args()
-    try:
-        return run(args)
-    except ToxlensError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return exit_status("sample_perplexity_split", lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> int:
