@@ -53,6 +53,19 @@ read -r -a PROJECT <<< "$(grep -o 'project\.[a-z_]*=[^ ]*' runs/dose-dev.flags |
   --prompts runs/eval-data/prompts.jsonl --conditions none,rollback --probe runs/probe-mil-project --threshold 0.5 \
   --out runs/eval-project-monitor-smollm2
 
+# the rollback curve: the MIL monitor alone on the unedited model at lower thresholds, and the project edit with
+# the monitor trained on the edited model at 0.1 (perplexity on the first 20 neutral tweets: the model is unchanged
+# or already measured above)
+for t in 0.2 0.1 0.05; do
+  [ -d "runs/eval-rollback-t${t/./}-smollm2" ] || $T evaluate "${PROTOCOL[@]}" --limit-perplexity 20 \
+    --prompts runs/eval-data/prompts.jsonl --conditions rollback --probe runs/probe-mil --threshold "$t" \
+    --out "runs/eval-rollback-t${t/./}-smollm2"
+done
+[ -d runs/eval-project-monitor-t01-smollm2 ] || $T evaluate "${PROTOCOL[@]}" --limit-perplexity 20 \
+  --prompts runs/eval-data/prompts.jsonl --conditions project+rollback --edit-from runs/locate-texts-smollm2 \
+  "${CHOSEN[@]}" --probe runs/probe-mil-project --threshold 0.1 \
+  --out runs/eval-project-monitor-t01-smollm2
+
 # the floor: human non-offensive text through the scorers, and the unedited model on non-offensive prompts
 [ -f runs/scorer-floor.json ] || .venv/bin/python scripts/scorer_floor.py --out runs/scorer-floor.json
 [ -d runs/eval-data-neither ] || .venv/bin/python scripts/make_dev_data.py --prompt-class 2 --seed 0 \
