@@ -48,11 +48,11 @@ def scorer_columns(name: str, scores: list[float], k: int) -> dict[str, Any]:
     return {f"{c}_{name}": st[c] for c in SCORER_COLUMNS}
 
 
-def sample_perplexity(recs: list[dict[str, Any]], toxic: bool | None = None) -> float:
+def sample_perplexity(recs: list[dict[str, Any]], toxic: bool | None = None, key: str = "score") -> float:
     """Token-weighted perplexity of the samples' continuations under the unedited model (NaN without
-    ``sample_nll``); ``toxic=False``: only the samples scored below the toxic threshold, ``True``: at or
-    above it."""
-    keep = [r for r in recs if "sample_nll" in r and (toxic is None or (r["score"] >= TOXIC_AT) == toxic)]
+    ``sample_nll``); ``toxic=False``: only the samples whose ``key`` score is below the toxic threshold,
+    ``True``: at or above it."""
+    keep = [r for r in recs if "sample_nll" in r and (toxic is None or (r[key] >= TOXIC_AT) == toxic)]
     n = sum(r["sample_nll_tokens"] for r in keep)
     return math.exp(sum(r["sample_nll"] for r in keep) / n) if n else math.nan
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -37,7 +36,7 @@ def main() -> int:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from interventions.eval_summary import TOXIC_AT
+    from interventions.eval_summary import TOXIC_AT, sample_perplexity
     from interventions.eval_tasks import sample_nll
     from lens.loading import load_model
 
@@ -58,27 +57,23 @@ def run(args: argparse.Namespace) -> int:
     for name in names:
         recs = [r for r in records if r["condition"] == name]
         seqs = [(model.tokenize(r["prompt"], bos), r["tokens"]) for r in recs]
-        nlls = sample_nll(model, seqs, args.batch_size)
-
-        total, n_tok = _ppl(nlls, [True] * len(recs))
+        for r, (nll, n) in zip(recs, sample_nll(model, seqs, args.batch_size), strict=True):
+            r["sample_nll"], r["sample_nll_tokens"] = nll, n
+        n_tok = sum(r["sample_nll_tokens"] for r in recs)
         print(
-            f"  {name}: all {total:.2f} ({n_tok} tokens; run's sample_perplexity {summary.loc[name, 'sample_perplexity']:.2f})"
+            f"  {name}: all {sample_perplexity(recs):.2f} ({n_tok} tokens; run's sample_perplexity "
+            f"{summary.loc[name, 'sample_perplexity']:.2f})"
         )
         for key, scorer in scorers:
-            toxic = [r[key] >= TOXIC_AT for r in recs]
-            (p_non, n_non), (p_tox, n_tox) = _ppl(nlls, [not t for t in toxic]), _ppl(nlls, toxic)
-            print(
-                f"    {scorer:16s} non-toxic {p_non:.2f} ({sum(not t for t in toxic)} samples, {n_non} tokens)"
-                f"  toxic {p_tox:.2f} ({sum(toxic)} samples, {n_tox} tokens)"
-            )
+            parts = []
+            for toxic, label in ((False, "non-toxic"), (True, "toxic")):
+                part = [r for r in recs if (r[key] >= TOXIC_AT) == toxic]
+                parts.append(
+                    f"{label} {sample_perplexity(part, toxic, key):.2f} ({len(part)} samples, "
+                    f"{sum(r['sample_nll_tokens'] for r in part)} tokens)"
+                )
+            print(f"    {scorer:16s} {parts[0]}  {parts[1]}")
     return 0
-
-
-def _ppl(nlls: list[tuple[float, int]], keep: list[bool]) -> tuple[float, int]:
-    """Token-weighted perplexity of the kept samples and their token count."""
-    nll = sum(v for (v, _n), k in zip(nlls, keep, strict=True) if k)
-    n = sum(n for (_v, n), k in zip(nlls, keep, strict=True) if k)
-    return (math.exp(nll / n) if n else math.nan), n
 
 
 if __name__ == "__main__":

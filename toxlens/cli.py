@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from lens.errors import ToxlensError
+from lens.errors import ToxlensError, exit_status
 from toxlens import cli_circuit, cli_edit, cli_evaluate, cli_generate, cli_locate, cli_probe, cli_tokens
 
 # command name -> module with add_parser(sub) and run(args) -> int
@@ -50,15 +50,16 @@ def main(argv: list[str] | None = None) -> int:
     from lens.io import sigterm_as_interrupt
 
     args = build_parser().parse_args(argv)
-    try:
-        run = commands().get(args.command)
-        if run is None:
+
+    def run() -> int:
+        command = commands().get(args.command)
+        if command is None:
             raise ToxlensError(f"unknown command {args.command!r}")
         with sigterm_as_interrupt():  # SIGTERM cleans up like Ctrl-C: no partial output left behind
-            return int(run(args))
-    except ToxlensError as err:
-        print(f"toxlens: error: {err}", file=sys.stderr)
-        return 2
+            return int(command(args))
+
+    try:
+        return exit_status("toxlens", run)
     except KeyboardInterrupt:
         print("toxlens: interrupted; nothing was written", file=sys.stderr)
         return 130
