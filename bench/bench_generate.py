@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -54,15 +53,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
-from transformers import LogitsProcessor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from generate_hf import hf_generator
+from generate_probes import SAFE_THRESHOLD, THRESHOLD, cpu_timed, silent_probe, timed, token_count
+from rollback_cost import forced_rollbacks, print_rollbacks
 
 from interventions.generate import generate
 from interventions.policy import Generation, RollbackPolicy
 from interventions.sampling import Sampling, word_starts
-from lens.kv_cache import shimmed
 from lens.loading import load_model
 from lens.model import LensModel
 from lens.probe import Probe
@@ -81,69 +82,6 @@ PROMPTS = (
     "The river near my house",
     "For breakfast I usually have",
 )
-THRESHOLD = 0.99
-SAFE_THRESHOLD = 0.5
-MID_SCORE = 0.6  # >= SAFE_THRESHOLD (blocks safe points) and < THRESHOLD (does not fire)
-ROLLBACK_NS = (1, 4, 8)
-CORRECTIVE_SCALE = 4.0
-
-
-def silent_probe(model: LensModel, seed: int) -> Probe:
-    """A random unit direction at the middle layer with bias −1e4: sigmoid(logit) is ~0, it never fires."""
-    d = model.info.d_model
-    gen = torch.Generator().manual_seed(seed)
-    w = torch.randn(d, generator=gen)
-    w = w / w.norm()
-    return Probe(
-        model.n_layers // 2,
-        "resid_post",
-        "mean",
-        w,
-        -1e4,
-        torch.zeros(d),
-        torch.ones(d),
-        {"note": "random direction, bias -1e4: never fires"},
-    )
-
-
-class ScriptedProbe(Probe):
-    """A probe whose score follows a schedule: ``schedule[k]`` for the k-th generated token's forward.
-
-    ``generate`` calls ``score`` once per forward pass on the ``[batch, q, d_model]`` residual: call 0 is
-    the prompt, call ``k ≥ 1`` feeds generated token ``k − 1`` (one sequence, no rollback yet). After the
-    first score ≥ ``fire_at`` has been returned, every later call scores 0.
-    """
-
-    def __init__(self, base: Probe, schedule: dict[int, float], fire_at: float) -> None:
-        super().__init__(base.layer, base.hook, base.pooling, base.weight, base.bias, base.mean, base.std)
-        self.schedule, self.fire_at = schedule, fire_at
-        self.calls, self.fired = 0, False
-
-    def score(self, resid: Tensor) -> Tensor:
-        out = torch.zeros(resid.shape[:-1])
-        if self.calls > 0 and not self.fired:
-            value = self.schedule.get(self.calls - 1, 0.0)
-            out[...] = value
-            self.fired = value >= self.fire_at
-        self.calls += 1
-        return out
-
-
-def token_count(gens: list[Generation]) -> int:
-    return sum(len(g.tokens) for g in gens)
-
-
-def timed(fn: Any) -> tuple[float, Any]:
-    t0 = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t0, out
-
-
-def cpu_timed(fn: Any) -> tuple[float, float, Any]:
-    """Wall seconds, CPU seconds of this process (not counting time other work took the cores), result."""
-    c0 = time.process_time()
-    t, out = timed(fn)
-    return t, time.process_time() - c0, out
 
 
 def overhead(
@@ -271,144 +209,6 @@ def overhead(
     return out
 
 
-def hf_generator(args: argparse.Namespace, model: LensModel, prompts: list[str]) -> Any:
-    """A function that runs Hugging Face ``model.generate`` on the same module, prompts, batch size and
-    sampling (temperature 1, no top-k / top-p), left-padded, stopping at EOS, and returns the number of
-    tokens generated (each row's tokens before its EOS). Checks first that greedy HF generation draws the
-    same tokens as greedy toxlens generation (the cache really is used)."""
-    import copy
-
-    hf = model.bridge.original_model
-    tok = copy.deepcopy(model.tokenizer)
-    tok.padding_side = "left"
-    eos = tok.eos_token_id
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-
-    def batches(n_new: int, forced: Tensor | None = None, **kw: Any) -> list[list[int]]:
-        rows: list[list[int]] = []
-        for start in range(0, len(prompts), args.batch_size):
-            enc = tok(prompts[start : start + args.batch_size], return_tensors="pt", padding=True)
-            enc = {k: v.to(model.device) for k, v in enc.items()}
-            width = enc["input_ids"].shape[1]
-            if forced is not None:
-                kw["logits_processor"] = [Replay(forced[start : start + args.batch_size], width)]
-            with torch.no_grad(), shimmed(model.blocks):
-                out = hf.generate(
-                    **enc, max_new_tokens=n_new, pad_token_id=tok.pad_token_id, eos_token_id=eos, **kw
-                )
-            rows.extend(out[:, enc["input_ids"].shape[1] :].tolist())
-        return rows
-
-    mine = generate(model, prompts, 8, sampling=Sampling(greedy=True), batch_size=args.batch_size)
-    theirs = batches(8, do_sample=False)
-    same = [g.tokens == (row[: row.index(eos)] if eos in row else row) for g, row in zip(mine, theirs)]
-    print(
-        f"greedy HF generate draws the same tokens as greedy toxlens generate: {sum(same)}/{len(same)} rows"
-    )
-    if not all(same):
-        raise SystemExit("HF generate and toxlens disagree on greedy tokens: the comparison would be unfair")
-
-    def count(rows: list[list[int]]) -> int:
-        return sum(row.index(eos) if eos in row else len(row) for row in rows)
-
-    sample: dict[str, Any] = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0)
-
-    if args.no_eos:  # every row generates max_new_tokens tokens, as toxlens does with stop_at_eos=False
-        sample["min_new_tokens"] = args.max_new_tokens
-
-    def sampled() -> int:
-        return count(batches(args.max_new_tokens, **sample))
-
-    def replay(gens: list[Generation]) -> int:
-        n_new = args.max_new_tokens
-        forced = torch.full((len(gens), n_new), eos, dtype=torch.long)
-        for i, g in enumerate(gens):
-            forced[i, : len(g.tokens)] = torch.tensor(g.tokens, dtype=torch.long)
-        rows = batches(n_new, forced, **sample)
-        got = [row[: row.index(eos)] if eos in row else row for row in rows]
-        if got != [g.tokens for g in gens]:
-            raise SystemExit("HF generate did not replay toxlens's tokens")
-        return count(rows)
-
-    return {"sampled": sampled, "replay": replay}
-
-
-class Replay(LogitsProcessor):
-    """Forces ``forced[row, t]`` as the ``t``-th new token of a batch whose prompts are ``width`` tokens
-    wide (every other token gets -inf): HF generate then draws exactly these tokens."""
-
-    def __init__(self, forced: Tensor, width: int) -> None:
-        self.forced, self.width = forced, width
-
-    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
-        t = input_ids.shape[1] - self.width
-        out = torch.full_like(scores, -math.inf)
-        return out.scatter_(1, self.forced[:, t : t + 1].to(scores.device), 0.0)
-
-
-def forced_rollbacks(
-    args: argparse.Namespace, model: LensModel, probe: Probe, prompt: str
-) -> list[dict[str, Any]]:
-    sampling = Sampling(temperature=1.0)
-    starts = word_starts(model.tokenizer)
-    n_max = args.max_new_tokens
-
-    def run(p: Probe, steer_scale: float) -> Generation:
-        policy = RollbackPolicy(safe_threshold=SAFE_THRESHOLD, steer_scale=steer_scale)
-        return generate(
-            model,
-            [prompt],
-            n_max,
-            seed=args.seed,
-            sampling=sampling,
-            monitor=p,
-            threshold=THRESHOLD,
-            policy=policy,
-            stop_at_eos=False,  # fixed lengths: the forward_tokens difference is the rollback's cost only
-        )[0]
-
-    base = run(probe, 0.0)
-    if base.rollbacks:
-        raise SystemExit("the reference probe fired on the rollback prompt; pass a probe that does not fire")
-    baselines = {0.0: base, CORRECTIVE_SCALE: run(probe, CORRECTIVE_SCALE)}  # no rollback: same tokens
-    rows: list[dict[str, Any]] = []
-    for n in ROLLBACK_NS:
-        # safe point j: generated token j starts a word (the kept text is tokens[:j]); j = 0 (the end of
-        # the prompt) is always a safe point. Prefer a word start inside the text.
-        if n > n_max:
-            print(f"  n={n}: skipped (max_new_tokens={n_max} < n)")
-            continue
-        cands = [j for j in range(1, n_max - n + 1) if bool(starts[base.tokens[j]])]
-        j = cands[0] if cands else 0
-        at = j + n - 1
-        schedule = {i: MID_SCORE for i in range(j, at)}
-        schedule[at] = 1.0
-        for scale in (0.0, CORRECTIVE_SCALE):
-            baseline = baselines[scale]
-            g = run(ScriptedProbe(probe, schedule, THRESHOLD), scale)
-            ev = g.rollbacks[0] if g.rollbacks else None
-            extra = g.forward_tokens - baseline.forward_tokens
-            expected = n + (1 if scale > 0 else 0)
-            rows.append(
-                {
-                    "n_planned": n,
-                    "steer_scale": scale,
-                    "safe_point": j,
-                    "fired_at": at,
-                    "rollbacks": [vars(e) for e in g.rollbacks],
-                    "discarded": ev.discarded if ev else 0,
-                    "recomputed": g.recomputed,
-                    "forward_tokens": g.forward_tokens,
-                    "forward_tokens_no_rollback": baseline.forward_tokens,
-                    "extra_forward_tokens": extra,
-                    "expected_extra": expected,
-                    "ok": ev is not None and ev.discarded == n and extra == expected == g.recomputed,
-                }
-            )
-    return rows
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="smollm2-135m")
@@ -476,26 +276,7 @@ def main() -> None:
 
     print(f"\n== 2. forced rollbacks on {prompts[0]!r} (one sequence, {args.max_new_tokens} new tokens) ==")
     rows = forced_rollbacks(args, model, probe, prompts[0])
-    hdr = (
-        f"{'n':>3s} {'steer':>6s} {'safe pt':>7s} {'fired':>5s} {'discarded':>9s} {'recomputed':>10s} "
-        f"{'fwd tokens':>10s} {'no-rollback':>11s} {'extra':>5s} {'expected':>8s}  check"
-    )
-    print(hdr)
-    print("-" * len(hdr))
-    for r in rows:
-        print(
-            f"{r['n_planned']:3d} {r['steer_scale']:6g} {r['safe_point']:7d} {r['fired_at']:5d} "
-            f"{r['discarded']:9d} {r['recomputed']:10d} {r['forward_tokens']:10d} "
-            f"{r['forward_tokens_no_rollback']:11d} {r['extra_forward_tokens']:5d} {r['expected_extra']:8d}  "
-            f"{'OK' if r['ok'] else 'MISMATCH'}"
-        )
-    print(
-        "safe pt = generated tokens kept (0: back to the end of the prompt); fired = generated index whose score "
-        "reached the threshold;\nextra = forward_tokens - forward_tokens of the same call without a rollback. "
-        f"steer 0: the safe point's stored logits are reused, so a rollback of n tokens recomputes exactly n "
-        f"positions;\nsteer {CORRECTIVE_SCALE:g} (corrective steering, policy.steer_scale): the safe-point "
-        "token is fed again with -scale x probe direction added, so n + 1."
-    )
+    print_rollbacks(rows)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
