@@ -65,6 +65,10 @@ done
   --prompts runs/eval-data/prompts.jsonl --conditions project+rollback --edit-from runs/locate-texts-smollm2 \
   "${CHOSEN[@]}" --probe runs/probe-mil-project --threshold 0.1 \
   --out runs/eval-project-monitor-t01-smollm2
+# the edit that fits the sample-perplexity budget (surgery at its defaults, k=32, alpha=1) with rollback at 0.05
+[ -d runs/eval-surgery-rollback-t005-smollm2 ] || $T evaluate "${PROTOCOL[@]}" --limit-perplexity 20 \
+  --prompts runs/eval-data/prompts.jsonl --conditions surgery+rollback --edit-from runs/locate-texts-smollm2 \
+  --probe runs/probe-mil --threshold 0.05 --out runs/eval-surgery-rollback-t005-smollm2
 
 # the floor: human non-offensive text through the scorers, and the unedited model on non-offensive prompts
 [ -f runs/scorer-floor.json ] || .venv/bin/python scripts/scorer_floor.py --out runs/scorer-floor.json
