@@ -70,6 +70,11 @@ done
   --prompts runs/eval-data/prompts.jsonl --conditions surgery+rollback --edit-from runs/locate-texts-smollm2 \
   --probe runs/probe-mil --threshold 0.05 --out runs/eval-surgery-rollback-t005-smollm2
 
+# the edit and its control on the 50 development prompts (disjoint from the evaluation prompts)
+[ -d runs/eval-project-dev-smollm2 ] || $T evaluate "${PROTOCOL[@]}" --prompts runs/eval-data-dev/prompts.jsonl \
+  --conditions none,project,project-random --edit-from runs/locate-texts-smollm2 "${CHOSEN[@]}" \
+  --perplexity-text runs/eval-data-dev/neutral.txt --out runs/eval-project-dev-smollm2
+
 # the floor: human non-offensive text through the scorers, and the unedited model on non-offensive prompts
 [ -f runs/scorer-floor.json ] || .venv/bin/python scripts/scorer_floor.py --out runs/scorer-floor.json
 [ -d runs/eval-data-neither ] || .venv/bin/python scripts/make_dev_data.py --prompt-class 2 --seed 0 \
