@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from lens.errors import ToxlensError  # noqa: E402
+from lens.errors import ToxlensError, exit_status  # noqa: E402
 from lens.io import atomic_directory  # noqa: E402
 from lens.textfiles import read_csv_rows  # noqa: E402
 
@@ -242,15 +242,15 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if not Path(args.csv).is_file():
-        print(f"make_eval_data: CSV {args.csv!r} not found (pass --csv FILE)", file=sys.stderr)
+        print(f"make_eval_data: error: CSV {args.csv!r} not found (pass --csv FILE)", file=sys.stderr)
         return 2
-    try:
+
+    def run() -> int:
         out = build(args)
-    except ToxlensError as err:
-        print(f"make_eval_data: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {out}/prompts.jsonl, neutral.txt, probe_train.csv, manifest.json")
-    return 0
+        print(f"wrote {out}/prompts.jsonl, neutral.txt, probe_train.csv, manifest.json")
+        return 0
+
+    return exit_status("make_eval_data", run)
 
 
 if __name__ == "__main__":

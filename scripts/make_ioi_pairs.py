@@ -38,7 +38,7 @@ for extra in (ROOT, ROOT / "tests"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-from lens.errors import ToxlensError  # noqa: E402
+from lens.errors import ToxlensError, exit_status  # noqa: E402
 
 DEFAULT_OUT = ROOT / "data" / "ioi_pairs.jsonl"
 
@@ -171,17 +171,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.n < 1:
         parser.error("--n must be at least 1")
-    try:
+
+    def run() -> int:
         text = build_text(args.n, args.seed)
-    except ToxlensError as err:
-        print(f"make_ioi_pairs: {err}", file=sys.stderr)
-        return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8", newline="\n")
-    tmp.replace(args.out)
-    print(f"wrote {args.n} pairs to {args.out}")
-    return 0
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.out.with_name(args.out.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8", newline="\n")
+        tmp.replace(args.out)
+        print(f"wrote {args.n} pairs to {args.out}")
+        return 0
+
+    return exit_status("make_ioi_pairs", run)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 
 from interventions.scoring import get_scorer, parse_scorers  # noqa: E402
 from interventions.toxicity_stats import toxicity_stats  # noqa: E402
-from lens.errors import ToxlensError  # noqa: E402
+from lens.errors import ToxlensError, exit_status  # noqa: E402
 
 CLASSES = {"0": "hate", "1": "offensive", "2": "neither"}
 THRESHOLD = 0.5
@@ -67,9 +67,10 @@ def main() -> int:
     ap.add_argument("--out", default="runs/scorer-floor.json")
     args = ap.parse_args()
     if not Path(args.train).is_file():
-        print(f"scorer_floor: no {args.train}: run scripts/make_eval_data.py first", file=sys.stderr)
+        print(f"scorer_floor: error: no {args.train}: run scripts/make_eval_data.py first", file=sys.stderr)
         return 2
-    try:
+
+    def run() -> int:
         scorers = [get_scorer(name) for name in parse_scorers(args.scorer)]
         with open(args.train, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
@@ -86,13 +87,12 @@ def main() -> int:
                     f"{r['toxicity_probability']:.2f} [{r['tp_ci_low']:.2f}, {r['tp_ci_high']:.2f}]  EMT "
                     f"{r['expected_max_toxicity']:.3f}"
                 )
-    except ToxlensError as err:
-        print(f"scorer_floor: {err}", file=sys.stderr)
-        return 2
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}")
-    return 0
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.out}")
+        return 0
+
+    return exit_status("scorer_floor", run)
 
 
 if __name__ == "__main__":
