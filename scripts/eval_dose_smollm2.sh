@@ -70,7 +70,14 @@ done
   --prompts runs/eval-data/prompts.jsonl --conditions surgery+rollback --edit-from runs/locate-texts-smollm2 \
   --probe runs/probe-mil --threshold 0.05 --out runs/eval-surgery-rollback-t005-smollm2
 
-# the edit and its control on the 50 development prompts (disjoint from the evaluation prompts)
+# the edit and its control on 100 held-out prompts (none of the tweets the neurons were ranked on, no development
+# prompt) and on the 50 development prompts (both disjoint from the evaluation prompts)
+[ -d runs/eval-data-heldout ] || .venv/bin/python scripts/make_dev_data.py --seed 2 --n-prompts 100 --n-neutral 200 \
+  --exclude-located runs/locate-texts-smollm2 --exclude-prompts runs/eval-data-dev/prompts.jsonl \
+  --out runs/eval-data-heldout
+[ -d runs/eval-project-heldout-smollm2 ] || $T evaluate "${PROTOCOL[@]}" --prompts runs/eval-data-heldout/prompts.jsonl \
+  --conditions none,project,project-random --edit-from runs/locate-texts-smollm2 "${CHOSEN[@]}" \
+  --perplexity-text runs/eval-data-heldout/neutral.txt --out runs/eval-project-heldout-smollm2
 [ -d runs/eval-project-dev-smollm2 ] || $T evaluate "${PROTOCOL[@]}" --prompts runs/eval-data-dev/prompts.jsonl \
   --conditions none,project,project-random --edit-from runs/locate-texts-smollm2 "${CHOSEN[@]}" \
   --perplexity-text runs/eval-data-dev/neutral.txt --out runs/eval-project-dev-smollm2
