@@ -91,6 +91,14 @@ done
   "${CHOSEN[@]}" --probe runs/probe-mil-project --threshold 0.1 --perplexity-text runs/eval-data-dev/neutral.txt \
   --limit-perplexity 20 --out runs/eval-project-monitor-t01-dev-smollm2
 
+[ -d runs/eval-rollback-t01-heldout-smollm2 ] || $T evaluate "${PROTOCOL[@]}" \
+  --prompts runs/eval-data-heldout/prompts.jsonl --conditions rollback --probe runs/probe-mil --threshold 0.1 \
+  --perplexity-text runs/eval-data-heldout/neutral.txt --limit-perplexity 20 --out runs/eval-rollback-t01-heldout-smollm2
+[ -d runs/eval-project-monitor-t01-heldout-smollm2 ] || $T evaluate "${PROTOCOL[@]}" \
+  --prompts runs/eval-data-heldout/prompts.jsonl --conditions project+rollback --edit-from runs/locate-texts-smollm2 \
+  "${CHOSEN[@]}" --probe runs/probe-mil-project --threshold 0.1 --perplexity-text runs/eval-data-heldout/neutral.txt \
+  --limit-perplexity 20 --out runs/eval-project-monitor-t01-heldout-smollm2
+
 # the floor: human non-offensive text through the scorers, and the unedited model on non-offensive prompts
 [ -f runs/scorer-floor.json ] || .venv/bin/python scripts/scorer_floor.py --out runs/scorer-floor.json
 [ -d runs/eval-data-neither ] || .venv/bin/python scripts/make_dev_data.py --prompt-class 2 --seed 0 \
