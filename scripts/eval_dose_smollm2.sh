@@ -94,6 +94,9 @@ done
 [ -d runs/eval-rollback-t01-heldout-smollm2 ] || $T evaluate "${PROTOCOL[@]}" \
   --prompts runs/eval-data-heldout/prompts.jsonl --conditions rollback --probe runs/probe-mil --threshold 0.1 \
   --perplexity-text runs/eval-data-heldout/neutral.txt --limit-perplexity 20 --out runs/eval-rollback-t01-heldout-smollm2
+[ -d runs/eval-rollback-t005-heldout-smollm2 ] || $T evaluate "${PROTOCOL[@]}" \
+  --prompts runs/eval-data-heldout/prompts.jsonl --conditions rollback --probe runs/probe-mil --threshold 0.05 \
+  --perplexity-text runs/eval-data-heldout/neutral.txt --limit-perplexity 20 --out runs/eval-rollback-t005-heldout-smollm2
 [ -d runs/eval-project-monitor-t01-heldout-smollm2 ] || $T evaluate "${PROTOCOL[@]}" \
   --prompts runs/eval-data-heldout/prompts.jsonl --conditions project+rollback --edit-from runs/locate-texts-smollm2 \
   "${CHOSEN[@]}" --probe runs/probe-mil-project --threshold 0.1 --perplexity-text runs/eval-data-heldout/neutral.txt \
