@@ -41,10 +41,10 @@ def main() -> int:
         from lens.io import atomic_file
         from lens.label_words import label_words
         from lens.probe import load_labelled
+        from toxlens.probe_args import parse_labels
 
-        positive = [v.strip() for v in args.positive_labels.split(",") if v.strip()]
-        if not positive:
-            raise ToxlensError(f"--positive-labels {args.positive_labels!r} names no label")
+        positive = parse_labels(args.positive_labels, "--positive-labels")
+        assert positive is not None  # a required flag
         texts, labels = load_labelled(args.texts, args.text_col, args.label_col, positive)
         words = label_words(
             texts, labels, args.top, args.min_count, args.min_len, args.alpha, args.min_log_odds

@@ -65,11 +65,11 @@ def located_texts(locate_dir: str) -> set[str]:
 
 
 def prompts_of(path: str) -> list[str]:
+    from lens.textfiles import read_prompts
+
     if not Path(path).is_file():
         raise ToxlensError(f"--exclude-prompts {path!r}: no such file (expected a prompts.jsonl)")
-    return [
-        json.loads(line)["prompt"] for line in Path(path).read_text(encoding="utf-8").splitlines() if line
-    ]
+    return read_prompts(path)
 
 
 def main() -> int:
@@ -99,14 +99,12 @@ def main() -> int:
         help="leave out tweets starting with a prompt of this prompts.jsonl (repeatable)",
     )
     args = ap.parse_args()
-    if not Path(args.train).is_file():
-        print(
-            f"make_dev_data: error: no {args.train}: run scripts/make_eval_data.py first (needs the Davidson data)",
-            file=sys.stderr,
-        )
-        return 2
 
     def run() -> int:
+        if not Path(args.train).is_file():
+            raise ToxlensError(
+                f"no {args.train}: run scripts/make_eval_data.py first (needs the Davidson data)"
+            )
         with open(args.train, newline="") as f:
             rows = list(csv.DictReader(f))
         n_rows = len(rows)

@@ -241,11 +241,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if not Path(args.csv).is_file():
-        print(f"make_eval_data: error: CSV {args.csv!r} not found (pass --csv FILE)", file=sys.stderr)
-        return 2
 
     def run() -> int:
+        if not Path(args.csv).is_file():
+            raise ToxlensError(f"CSV {args.csv!r} not found (pass --csv FILE)")
         out = build(args)
         print(f"wrote {out}/prompts.jsonl, neutral.txt, probe_train.csv, manifest.json")
         return 0

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             for toxic, label in ((False, "non-toxic"), (True, "toxic")):
                 part = [r for r in recs if (r[key] >= TOXIC_AT) == toxic]
                 parts.append(
-                    f"{label} {sample_perplexity(part, toxic, key):.2f} ({len(part)} samples, "
+                    f"{label} {sample_perplexity(part):.2f} ({len(part)} samples, "
                     f"{sum(r['sample_nll_tokens'] for r in part)} tokens)"
                 )
             print(f"    {scorer:16s} {parts[0]}  {parts[1]}")

@@ -30,11 +30,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from interventions.scoring import get_scorer, parse_scorers  # noqa: E402
-from interventions.toxicity_stats import toxicity_stats  # noqa: E402
+from interventions.toxicity_stats import TOXIC_AT, toxicity_stats  # noqa: E402
 from lens.errors import ToxlensError, exit_status  # noqa: E402
 
 CLASSES = {"0": "hate", "1": "offensive", "2": "neither"}
-THRESHOLD = 0.5
+THRESHOLD = TOXIC_AT
 
 
 def window(words: list[str], n: int, rng: random.Random) -> str:
@@ -66,11 +66,10 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/scorer-floor.json")
     args = ap.parse_args()
-    if not Path(args.train).is_file():
-        print(f"scorer_floor: error: no {args.train}: run scripts/make_eval_data.py first", file=sys.stderr)
-        return 2
 
     def run() -> int:
+        if not Path(args.train).is_file():
+            raise ToxlensError(f"no {args.train}: run scripts/make_eval_data.py first")
         scorers = [get_scorer(name) for name in parse_scorers(args.scorer)]
         with open(args.train, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
