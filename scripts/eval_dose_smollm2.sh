@@ -75,32 +75,21 @@ done
 [ -d runs/eval-data-heldout ] || .venv/bin/python scripts/make_dev_data.py --seed 2 --n-prompts 100 --n-neutral 200 \
   --exclude-located runs/locate-texts-smollm2 --exclude-prompts runs/eval-data-dev/prompts.jsonl \
   --out runs/eval-data-heldout
-[ -d runs/eval-project-heldout-smollm2 ] || $T evaluate "${PROTOCOL[@]}" --prompts runs/eval-data-heldout/prompts.jsonl \
-  --conditions none,project,project-random --edit-from runs/locate-texts-smollm2 "${CHOSEN[@]}" \
-  --perplexity-text runs/eval-data-heldout/neutral.txt --out runs/eval-project-heldout-smollm2
-[ -d runs/eval-project-dev-smollm2 ] || $T evaluate "${PROTOCOL[@]}" --prompts runs/eval-data-dev/prompts.jsonl \
-  --conditions none,project,project-random --edit-from runs/locate-texts-smollm2 "${CHOSEN[@]}" \
-  --perplexity-text runs/eval-data-dev/neutral.txt --out runs/eval-project-dev-smollm2
-
-[ -d runs/eval-rollback-t01-dev-smollm2 ] || $T evaluate "${PROTOCOL[@]}" --prompts runs/eval-data-dev/prompts.jsonl \
-  --conditions rollback --probe runs/probe-mil --threshold 0.1 --perplexity-text runs/eval-data-dev/neutral.txt \
-  --limit-perplexity 20 --out runs/eval-rollback-t01-dev-smollm2
-
-[ -d runs/eval-project-monitor-t01-dev-smollm2 ] || $T evaluate "${PROTOCOL[@]}" \
-  --prompts runs/eval-data-dev/prompts.jsonl --conditions project+rollback --edit-from runs/locate-texts-smollm2 \
-  "${CHOSEN[@]}" --probe runs/probe-mil-project --threshold 0.1 --perplexity-text runs/eval-data-dev/neutral.txt \
-  --limit-perplexity 20 --out runs/eval-project-monitor-t01-dev-smollm2
-
-[ -d runs/eval-rollback-t01-heldout-smollm2 ] || $T evaluate "${PROTOCOL[@]}" \
-  --prompts runs/eval-data-heldout/prompts.jsonl --conditions rollback --probe runs/probe-mil --threshold 0.1 \
-  --perplexity-text runs/eval-data-heldout/neutral.txt --limit-perplexity 20 --out runs/eval-rollback-t01-heldout-smollm2
+for set in heldout dev; do
+  ON=(--prompts "runs/eval-data-$set/prompts.jsonl" --perplexity-text "runs/eval-data-$set/neutral.txt")
+  [ -d "runs/eval-project-$set-smollm2" ] || $T evaluate "${PROTOCOL[@]}" "${ON[@]}" \
+    --conditions none,project,project-random --edit-from runs/locate-texts-smollm2 "${CHOSEN[@]}" \
+    --out "runs/eval-project-$set-smollm2"
+  [ -d "runs/eval-rollback-t01-$set-smollm2" ] || $T evaluate "${PROTOCOL[@]}" "${ON[@]}" --limit-perplexity 20 \
+    --conditions rollback --probe runs/probe-mil --threshold 0.1 --out "runs/eval-rollback-t01-$set-smollm2"
+  [ -d "runs/eval-project-monitor-t01-$set-smollm2" ] || $T evaluate "${PROTOCOL[@]}" "${ON[@]}" \
+    --limit-perplexity 20 --conditions project+rollback --edit-from runs/locate-texts-smollm2 "${CHOSEN[@]}" \
+    --probe runs/probe-mil-project --threshold 0.1 --out "runs/eval-project-monitor-t01-$set-smollm2"
+done
 [ -d runs/eval-rollback-t005-heldout-smollm2 ] || $T evaluate "${PROTOCOL[@]}" \
-  --prompts runs/eval-data-heldout/prompts.jsonl --conditions rollback --probe runs/probe-mil --threshold 0.05 \
-  --perplexity-text runs/eval-data-heldout/neutral.txt --limit-perplexity 20 --out runs/eval-rollback-t005-heldout-smollm2
-[ -d runs/eval-project-monitor-t01-heldout-smollm2 ] || $T evaluate "${PROTOCOL[@]}" \
-  --prompts runs/eval-data-heldout/prompts.jsonl --conditions project+rollback --edit-from runs/locate-texts-smollm2 \
-  "${CHOSEN[@]}" --probe runs/probe-mil-project --threshold 0.1 --perplexity-text runs/eval-data-heldout/neutral.txt \
-  --limit-perplexity 20 --out runs/eval-project-monitor-t01-heldout-smollm2
+  --prompts runs/eval-data-heldout/prompts.jsonl --perplexity-text runs/eval-data-heldout/neutral.txt \
+  --limit-perplexity 20 --conditions rollback --probe runs/probe-mil --threshold 0.05 \
+  --out runs/eval-rollback-t005-heldout-smollm2
 
 # the floor: human non-offensive text through the scorers, and the unedited model on non-offensive prompts
 [ -f runs/scorer-floor.json ] || .venv/bin/python scripts/scorer_floor.py --out runs/scorer-floor.json
