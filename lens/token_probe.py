@@ -10,7 +10,11 @@ tokens. :func:`train_token_probe` uses every token of every text (``pooling="tok
   model that the PyPI package ``alt-profanity-check`` ships (``predict_prob ≥ lexicon_threshold``;
   a word is the maximal run of non-space characters around the token's characters). This marks the
   tokens that *start or continue a toxic word* — what a rollback has to cut. Note: the same package is
-  the default toxicity scorer of ``toxlens evaluate``; state that when reporting results.
+  the default toxicity scorer of ``toxlens evaluate``; state that when reporting results;
+* ``token_labels="words"`` — whether the token's word contains one of ``words`` (a list the caller
+  derived from human text labels, e.g. ``scripts/label_words.py``; no scorer): the word, lower-cased with
+  apostrophes dropped, is split into letter runs (``[a-z]+``) and is positive when any run is listed. The
+  scorer-independent token labels: text labels → word statistics → token labels.
 
 Texts, not tokens, are split into train and held-out sets (seeded, stratified by the text label), so
 no text contributes to both. Texts are grouped by token length, never padded.
@@ -32,7 +36,7 @@ from lens.probe_core import HOOKS, Probe
 from lens.probe_features import length_batches, tokenize_texts
 from lens.probe_fit import check_labels, data_hash, fit_probe, split
 
-TOKEN_LABELS = ("text", "lexicon")
+TOKEN_LABELS = ("text", "lexicon", "words")
 
 
 @torch.no_grad()
@@ -59,12 +63,9 @@ def collect_token_residuals(
     return feats, index
 
 
-def lexicon_token_labels(
-    model: LensModel, texts: Sequence[str], ids: Sequence[Sequence[int]], threshold: float = 0.5
-) -> list[list[int]]:
-    """Per token: 1 when the word it belongs to scores ``≥ threshold`` with alt-profanity-check."""
-    from profanity_check import predict_prob
-
+def token_words(model: LensModel, texts: Sequence[str], ids: Sequence[Sequence[int]]) -> list[list[str]]:
+    """Per token: the word (maximal run of non-space characters) its characters belong to; ``""`` for a
+    BOS put in front or a token with no characters."""
     words_per_text: list[list[str]] = []
     for text, row in zip(texts, ids):
         enc = model.tokenizer(text, return_offsets_mapping=True)
@@ -74,9 +75,35 @@ def lexicon_token_labels(
         )  # BOS put in front
         words = [""] * added + [_word_at(text, a, b) for a, b in offsets]
         words_per_text.append(words[: len(row)])
+    return words_per_text
+
+
+def lexicon_token_labels(
+    model: LensModel, texts: Sequence[str], ids: Sequence[Sequence[int]], threshold: float = 0.5
+) -> list[list[int]]:
+    """Per token: 1 when the word it belongs to scores ``≥ threshold`` with alt-profanity-check."""
+    from profanity_check import predict_prob
+
+    words_per_text = token_words(model, texts, ids)
     vocab = sorted({w for ws in words_per_text for w in ws if w})
     probs = dict(zip(vocab, (float(p) for p in predict_prob(vocab)))) if vocab else {}
     return [[int(bool(w) and probs[w] >= threshold) for w in ws] for ws in words_per_text]
+
+
+def word_list_token_labels(
+    model: LensModel, texts: Sequence[str], ids: Sequence[Sequence[int]], words: Sequence[str]
+) -> list[list[int]]:
+    """Per token: 1 when a letter run of the word it belongs to is in ``words`` (module docstring)."""
+    from lens.label_words import WORD
+
+    listed = {w.strip().lower() for w in words if w.strip()}
+    if not listed:
+        raise ToxlensError("token_labels='words' needs a non-empty word list")
+
+    def hit(word: str) -> int:
+        return int(any(r in listed for r in WORD.findall(word.lower().replace("'", ""))))
+
+    return [[hit(w) for w in ws] for ws in token_words(model, texts, ids)]
 
 
 def _word_at(text: str, a: int, b: int) -> str:
@@ -98,6 +125,7 @@ def train_token_probe(
     token_labels: str = "text",
     hook: str = "resid_post",
     lexicon_threshold: float = 0.5,
+    words: Sequence[str] | None = None,
     max_tokens: int = 64,
     test_fraction: float = 0.25,
     seed: int = 0,
@@ -110,6 +138,11 @@ def train_token_probe(
     ``probe.metadata`` (texts split, see module docstring)."""
     if token_labels not in TOKEN_LABELS:
         raise ToxlensError(f"unknown token_labels {token_labels!r}; expected one of {TOKEN_LABELS}")
+    if (words is not None) != (token_labels == "words"):
+        raise ToxlensError(
+            f"token_labels={token_labels!r} with words={'a list' if words is not None else None}: "
+            "a word list is given exactly when token_labels='words'"
+        )
     if max_tokens < 1:
         raise ToxlensError(f"max_tokens must be >= 1, got {max_tokens}")
     y_text = check_labels(texts, labels)
@@ -117,6 +150,9 @@ def train_token_probe(
     feats, index = collect_token_residuals(model, ids, layer, hook, batch_size)
     if token_labels == "text":
         y = y_text[index]
+    elif token_labels == "words":
+        assert words is not None  # checked above
+        y = torch.tensor([v for row in word_list_token_labels(model, texts, ids, words) for v in row])
     else:
         y = torch.tensor(
             [v for row in lexicon_token_labels(model, texts, ids, lexicon_threshold) for v in row]
@@ -135,6 +171,7 @@ def train_token_probe(
         "data_hash": data_hash(texts, labels),
         "token_labels": token_labels,
         "lexicon_threshold": lexicon_threshold if token_labels == "lexicon" else None,
+        "n_token_words": len(words) if words is not None else None,
         "max_tokens": max_tokens,
         "prepend_bos": prepend_bos,
         "n_texts": len(texts),

@@ -1,4 +1,5 @@
-"""Token-level probes: features against raw HF hidden states, lexicon labels by hand, split by text."""
+"""Token-level probes: features against raw HF hidden states, lexicon and word-list labels by hand, split by
+text."""
 
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ from tiny import BENIGN_WORDS, TOXIC_WORDS, WORDS, tiny
 from lens.errors import ToxlensError
 from lens.model import LensModel
 from lens.probe import Probe
-from lens.token_probe import collect_token_residuals, lexicon_token_labels, train_token_probe
+from lens.token_probe import (
+    collect_token_residuals,
+    lexicon_token_labels,
+    train_token_probe,
+    word_list_token_labels,
+)
 
 FILLER = [w for w in WORDS if w not in TOXIC_WORDS + BENIGN_WORDS]
 
@@ -58,6 +64,32 @@ def test_lexicon_labels_mark_the_profane_word(model: tuple[LensModel, Any]) -> N
     assert lexicon_token_labels(m, texts, with_bos) == [[0, *labels[0]], [0, *labels[1]]]
 
 
+def test_word_list_labels_mark_every_token_of_a_listed_word(model: tuple[LensModel, Any]) -> None:
+    m, _ = model
+    texts = ["you are a idiot and a cat", "the Jerk, is red", "a jerky cat"]
+    ids = [m.tokenize(t) for t in texts]
+    assert [len(r) for r in ids] == [7, 5, 3]  # "Jerk" and "," are two tokens of one word
+    labels = word_list_token_labels(m, texts, ids, ["idiot", "JERK "])
+    # case and surrounding space of listed words are ignored; "jerky" is another word
+    assert labels == [[0, 0, 0, 1, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 0]]
+    with_bos = [m.tokenize(t, prepend_bos=True) for t in texts]
+    assert word_list_token_labels(m, texts, with_bos, ["idiot", "jerk"]) == [[0, *row] for row in labels]
+    with pytest.raises(ToxlensError, match="non-empty word list"):
+        word_list_token_labels(m, texts, ids, [" "])
+
+
+def test_word_labelled_token_probe_finds_the_listed_markers(model: tuple[LensModel, Any]) -> None:
+    m, _ = model
+    texts, labels = dataset()
+    probe = train_token_probe(
+        m, texts, labels, layer=0, token_labels="words", hook="resid_pre", words=TOXIC_WORDS, C=10.0
+    )
+    meta = probe.metadata
+    assert meta["token_labels"] == "words" and meta["n_token_words"] == len(TOXIC_WORDS)
+    assert meta["positive_tokens"] == sum(labels)  # one marker word per toxic text, one token each
+    assert meta["auc"] > 0.95  # resid_pre of layer 0 is the token embedding: the marker is linearly readable
+
+
 def test_text_labelled_token_probe_separates_planted_markers(
     model: tuple[LensModel, Any], tmp_path: Path
 ) -> None:
@@ -93,7 +125,11 @@ def test_errors(model: tuple[LensModel, Any]) -> None:
     m, _ = model
     texts, labels = dataset(10)
     with pytest.raises(ToxlensError, match="token_labels"):
+        train_token_probe(m, texts, labels, 0, token_labels="bogus")
+    with pytest.raises(ToxlensError, match="exactly when token_labels='words'"):
         train_token_probe(m, texts, labels, 0, token_labels="words")
+    with pytest.raises(ToxlensError, match="exactly when token_labels='words'"):
+        train_token_probe(m, texts, labels, 0, token_labels="text", words=TOXIC_WORDS)
     plain = [" ".join(FILLER[i : i + 4]) for i in range(10)]
     with pytest.raises(ToxlensError, match="positive"):
         train_token_probe(m, plain, labels, 0, token_labels="lexicon")  # no profane word anywhere
@@ -123,9 +159,22 @@ def test_cli_token_pooling(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     probe = Probe.load(out)
     assert probe.pooling == "token" and probe.metadata["token_labels"] == "text"
     assert probe.metadata["auc"] > 0.5
+    words = tmp_path / "words.txt"
+    words.write_text("# from labels\nidiot  # z=1\njerk\n")
+    out_w = tmp_path / "pw"
+    word_flags = ["--token-labels", "words", "--token-words", str(words)]
+    assert main([*common, "--layer", "1", "--pooling", "token", *word_flags, "--out", str(out_w)]) == 0
+    probe = Probe.load(out_w)
+    assert probe.metadata["token_labels"] == "words" and probe.metadata["n_token_words"] == 2
+    assert probe.metadata["token_words"]["file"] == str(words)
+    assert len(probe.metadata["token_words"]["sha256"]) == 64
     for extra, needle in [
         (["--all-layers", "--pooling", "token"], "--layer"),
         (["--layer", "1", "--token-labels", "lexicon"], "--pooling token"),
+        (["--pooling", "token", "--token-labels", "words"], "needs --token-words"),
+        (["--pooling", "token", "--token-words", str(words)], "--token-labels words only"),
+        (["--pooling", "token", "--token-labels", "words", "--token-words", "nope.txt"], "nope.txt"),
+        (["--pooling", "token", "--token-labels", "wordz"], "expected text, lexicon or words"),
     ]:
         capsys.readouterr()
         assert main([*common, *extra, "--out", str(tmp_path / "q")]) == 2

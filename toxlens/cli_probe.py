@@ -87,6 +87,11 @@ def train(args: argparse.Namespace) -> int:
     n_pos = sum(labels)
     n_neg = len(labels) - n_pos
     check_split(n_neg, n_pos, args.test_fraction)
+    words = None
+    if args.token_words is not None:
+        from lens.tokens import read_words
+
+        words = read_words(args.token_words)
 
     from lens.loading import load_model
 
@@ -118,6 +123,11 @@ def train(args: argparse.Namespace) -> int:
         "label_col": args.label_col,
         "positive_labels": positive,
         "negative_labels": negative,
+        "token_words": (
+            {"file": str(args.token_words), "sha256": file_sha256(args.token_words), "n_words": len(words)}
+            if words is not None
+            else None
+        ),
         "limit": args.limit,
         "balance": bool(args.balance),
         "defaults_applied": {
@@ -153,6 +163,7 @@ def train(args: argparse.Namespace) -> int:
             layers[0],
             args.token_labels,
             args.hook,
+            words=words,
             max_tokens=args.max_tokens,
             test_fraction=args.test_fraction,
             seed=args.seed,

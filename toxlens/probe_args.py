@@ -83,9 +83,17 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--token-labels",
         default="text",
-        metavar="{text,lexicon}",
-        help="with --pooling token: each token gets its text's label (text) or 1 when its word is "
-        "profane by alt-profanity-check's shipped model (lexicon) (default: text)",
+        metavar="{text,lexicon,words}",
+        help="with --pooling token: each token gets its text's label (text), 1 when its word is "
+        "profane by alt-profanity-check's shipped model (lexicon; the default scorer's model), or 1 when "
+        "its word holds a word of --token-words (words) (default: text)",
+    )
+    p.add_argument(
+        "--token-words",
+        default=None,
+        metavar="FILE",
+        help="with --token-labels words: the word list, one per line, '#' starts a comment (e.g. "
+        "scripts/label_words.py's list, built from human text labels)",
     )
     p.add_argument(
         "--max-tokens", type=int, default=64, help="with --pooling max|token: tokens kept per text (64)"
@@ -161,8 +169,16 @@ def check_flags(args: argparse.Namespace) -> None:
     for flag, v in (("--lr", args.lr), ("--lse-r", args.lse_r)):
         if not (math.isfinite(v) and v > 0):
             raise ToxlensError(f"{flag} must be a finite positive number, got {v}")
-    if args.token_labels not in ("text", "lexicon"):
-        raise ToxlensError(f"unknown --token-labels {args.token_labels!r}; expected text or lexicon")
+    if args.token_labels not in ("text", "lexicon", "words"):
+        raise ToxlensError(f"unknown --token-labels {args.token_labels!r}; expected text, lexicon or words")
+    if (args.token_words is not None) != (args.token_labels == "words"):
+        raise ToxlensError(
+            "--token-labels words needs --token-words FILE"
+            if args.token_words is None
+            else f"--token-words applies to --token-labels words only, got --token-labels {args.token_labels}"
+        )
+    if args.token_words is not None and not Path(args.token_words).is_file():
+        raise ToxlensError(f"--token-words file {args.token_words!r} does not exist")
     if args.max_tokens < 1:
         raise ToxlensError(f"--max-tokens must be >= 1, got {args.max_tokens}")
     if args.token_labels != "text" and args.pooling != "token":
