@@ -9,7 +9,9 @@ Per probe (texts balanced, seeded): the text AUC of the max token score; the per
 lexicon token labels (alt-profanity-check's vocabulary: an *external* check for the MIL probe, the training
 target of the lexicon probe); and at each threshold the share of the tokens of non-toxic texts that fire,
 the share of toxic texts with at least one firing token, and the share of lexicon-positive tokens that fire.
-Prints a Markdown table and writes nothing.
+With ``--token-words FILE`` (e.g. ``scripts/label_words.py``'s list, from human text labels) one more column:
+the per-token AUC against that list's token labels (``lens.token_probe.word_list_token_labels``). Prints a
+Markdown table and writes nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import torch
 
 from lens.loading import load_model
 from lens.probe import HOOKS, Probe, length_batches, load_labelled, roc_auc, tokenize_texts
-from lens.token_probe import lexicon_token_labels
+from lens.token_probe import lexicon_token_labels, word_list_token_labels
+from lens.tokens import read_words
 from toxlens.cli_probe import balance
 
 
@@ -37,6 +40,7 @@ def main() -> None:
     ap.add_argument("--thresholds", default="0.1,0.3,0.5,0.7")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--token-words", default=None, help="word list: adds the token AUC against its labels")
     args = ap.parse_args()
     dirs = args.probes.split(",")
     probes = [Probe.load(d) for d in dirs]
@@ -59,17 +63,29 @@ def main() -> None:
                     per[n][i] = seen[n][k].float().cpu()
     index = torch.cat([torch.full((len(r),), i, dtype=torch.long) for i, r in enumerate(ids)])
     lex = torch.tensor([v for row in lexicon_token_labels(model, texts, ids) for v in row])
+    listed = None
+    if args.token_words is not None:
+        listed = torch.tensor(
+            [
+                v
+                for row in word_list_token_labels(model, texts, ids, read_words(args.token_words))
+                for v in row
+            ]
+        )
     y = torch.tensor(labels)
     tox_tok = y[index] == 1
     print(
         f"{len(texts)} texts ({int(y.sum())} toxic), {len(index)} tokens ({int(lex.sum())} lexicon-positive), "
-        f"rows {args.offset}..{args.offset + args.n - 1} of {args.data}\n"
+        f"rows {args.offset}..{args.offset + args.n - 1} of {args.data}"
+        + (f"; {int(listed.sum())} tokens in a word of {args.token_words}" if listed is not None else "")
+        + "\n"
     )
-    head = "| probe | text AUC | token AUC vs lexicon | " + " | ".join(
+    extra = "token AUC vs word list | " if listed is not None else ""
+    head = f"| probe | text AUC | token AUC vs lexicon | {extra}" + " | ".join(
         f"@{t:g}: non-toxic tokens firing / toxic texts caught / lexicon tokens caught" for t in ts
     )
     print(head + " |")
-    print("|" + "---|" * (3 + len(ts)))
+    print("|" + "---|" * (3 + len(ts) + (listed is not None)))
     for d, p in zip(dirs, probes):
         feats = torch.cat([t for t in per[HOOKS[p.hook](p.layer)] if t is not None])
         s = p.score(feats)
@@ -80,7 +96,12 @@ def main() -> None:
             for t in ts
         ]
         name = f"{d} ({p.pooling}, L{p.layer})"
-        print(f"| {name} | {roc_auc(text_max, y):.3f} | {roc_auc(s, lex):.3f} | " + " | ".join(cells) + " |")
+        auc_words = f"{roc_auc(s, listed):.3f} | " if listed is not None else ""
+        print(
+            f"| {name} | {roc_auc(text_max, y):.3f} | {roc_auc(s, lex):.3f} | {auc_words}"
+            + " | ".join(cells)
+            + " |"
+        )
 
 
 if __name__ == "__main__":

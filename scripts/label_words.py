@@ -2,7 +2,7 @@
 """A toxic word list from human text labels (no scorer), for ``toxlens locate/tokens --toxic-words FILE``.
 
     python scripts/label_words.py --texts runs/eval-data/probe_train.csv --text-col tweet --label-col class \\
-        --positive-labels 0,1 [--top 100] [--min-count 10] [--min-len 3] [--alpha 0.5] [--min-log-odds 2] --out runs/label-words.txt
+        --positive-labels 0,1 [--limit N] [--top 100] [--min-count 10] [--min-len 3] [--alpha 0.5] [--min-log-odds 2] --out runs/label-words.txt
 
 Ranks words by the weighted log-odds of appearing in a toxic rather than a non-toxic text
 (:mod:`lens.label_words`) and writes the ``--top`` best, one per line, each with a ``#`` comment holding its
@@ -27,6 +27,7 @@ def main() -> int:
     ap.add_argument("--text-col", required=True)
     ap.add_argument("--label-col", required=True)
     ap.add_argument("--positive-labels", required=True, help="comma-separated label values counted as toxic")
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N rows of --texts")
     ap.add_argument("--top", type=int, default=100)
     ap.add_argument("--min-count", type=int, default=10, help="texts a word must appear in")
     ap.add_argument("--min-len", type=int, default=3, help="letters a word must have")
@@ -45,7 +46,9 @@ def main() -> int:
 
         positive = parse_labels(args.positive_labels, "--positive-labels")
         assert positive is not None  # a required flag
-        texts, labels = load_labelled(args.texts, args.text_col, args.label_col, positive)
+        if args.limit is not None and args.limit < 1:
+            raise ToxlensError(f"--limit must be >= 1, got {args.limit}")
+        texts, labels = load_labelled(args.texts, args.text_col, args.label_col, positive, limit=args.limit)
         words = label_words(
             texts, labels, args.top, args.min_count, args.min_len, args.alpha, args.min_log_odds
         )

@@ -91,3 +91,11 @@ def test_script_writes_a_word_file_or_nothing(tmp_path: Path) -> None:
         done.stderr
     )
     assert "both classes" in lines[0] and not bad.exists()
+    done = subprocess.run(
+        [*cmd, "--positive-labels", "yes", "--limit", "0", "--out", str(bad)], capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "--limit must be >= 1, got 0" in done.stderr and not bad.exists()
+    done = subprocess.run(
+        [*cmd, "--positive-labels", "yes", "--limit", "1", "--out", str(bad)], capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "both classes" in done.stderr and not bad.exists()  # one row, one class
