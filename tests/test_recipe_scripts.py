@@ -26,6 +26,7 @@ RECIPES = [
     "eval_edits_smollm2.sh",
     "eval_dose_smollm2.sh",
     "methods_smollm2.sh",
+    "eval_dose_smollm2.sh+eval_words_smollm2.sh",  # the second reads what the first writes
 ]
 # what scripts/dose_edits.py writes next to its table (the chosen settings as evaluate flags)
 DOSE_FLAGS = (
@@ -59,11 +60,16 @@ READS = (
     "--probe",
     "--data",
     "--texts",
+    "--token-words",
+    "--like",
+    "--calibrate",
+    "--monitored",
+    "--baseline",
 )
 
 
 def run_recipe(tmp_path: Path, name: str) -> list[list[str]]:
-    """Run ``scripts/NAME`` in a copy of ``scripts/`` and ``data/`` with stub binaries; its calls."""
+    """Run ``scripts/NAME`` (or each of ``A+B``, in order) in a copy of ``scripts/`` and ``data/`` with stub binaries; its calls."""
     shutil.copytree(ROOT / "scripts", tmp_path / "scripts")
     shutil.copytree(ROOT / "data", tmp_path / "data")
     (tmp_path / "runs").mkdir()
@@ -74,10 +80,11 @@ def run_recipe(tmp_path: Path, name: str) -> list[list[str]]:
         (bin_dir / stub).chmod(0o755)
     log = tmp_path / "calls.log"
     env = {**os.environ, "RECIPE_LOG": str(log), "DOSE_FLAGS": DOSE_FLAGS}
-    done = subprocess.run(
-        ["bash", str(tmp_path / "scripts" / name)], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, f"{name} failed under stubs:\n{done.stdout}\n{done.stderr}"
+    for part in name.split("+"):
+        done = subprocess.run(
+            ["bash", str(tmp_path / "scripts" / part)], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, f"{part} failed under stubs:\n{done.stdout}\n{done.stderr}"
     return [shlex.split(line) for line in log.read_text().splitlines()]
 
 

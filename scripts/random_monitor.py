@@ -1,0 +1,136 @@
+#!/usr/bin/env python
+"""The control for a rollback monitor: a random direction that fires as often.
+
+    python scripts/random_monitor.py --model smollm2-135m --like runs/probe-words \\
+        --calibrate runs/eval-project-dev-smollm2 [--condition none] --threshold 0.05 [--seed 0] \\
+        --out runs/probe-words-random
+
+Writes a saved probe (``toxlens evaluate --probe DIR``) at the same layer and hook as ``--like``, with the same
+standardisation (``mean``, ``std``) and weight norm, but a weight direction drawn uniformly at random (seeded
+``torch.Generator``), and a bias set so that, on the generated tokens of the ``--condition`` samples of the
+``--calibrate`` evaluate run (each read in its prompt's context, as the monitor reads it), the share of tokens
+scoring ``≥ --threshold`` equals the ``--like`` probe's share. Rolling back on it at ``--threshold`` costs about
+as many rollbacks as the real monitor while knowing nothing about toxicity: what rollback does by resampling and
+stopping alone. Calibrate on a run of other prompts than the ones evaluated. The output is written whole or not
+at all; its ``probe.json`` records the source, seed, calibration run and both shares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lens.errors import ToxlensError, exit_status  # noqa: E402
+
+
+def calibrated_bias(z: Any, rate: float, threshold: float) -> float:
+    """The bias ``b`` with ``mean(sigmoid(z + b) >= threshold) ≈ rate`` for the logits-without-bias ``z``:
+    ``b = logit(threshold) − q`` with ``q`` the ``(1 − rate)`` quantile of ``z`` (the lower of the two order
+    statistics around it, so at least ``rate`` of them fire)."""
+    import torch
+
+    if not 0 < rate < 1:
+        raise ToxlensError(
+            f"the source probe fires on a share {rate:.4g} of the calibration tokens at threshold {threshold}; "
+            "expected a share strictly between 0 and 1 (pick another --threshold)"
+        )
+    n = int(z.numel())
+    k = max(1, math.ceil(rate * n))  # number that must fire
+    q = float(torch.sort(z.flatten(), descending=True).values[k - 1])
+    return math.log(threshold / (1 - threshold)) - q
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--like", required=True, help="the saved monitor to imitate")
+    ap.add_argument("--calibrate", required=True, help="a toxlens evaluate output directory")
+    ap.add_argument("--condition", default="none", help="its condition whose samples calibrate (none)")
+    ap.add_argument("--threshold", type=float, required=True, help="the rollback threshold to match at")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+
+    def run() -> int:
+        import torch
+
+        from lens.io import atomic_directory, check_output_dir
+        from lens.loading import load_model
+        from lens.probe_core import Probe
+        from lens.token_probe import collect_token_residuals
+
+        if not 0 < args.threshold < 1:
+            raise ToxlensError(f"--threshold must be in (0, 1), got {args.threshold}")
+        src = Probe.load(args.like)
+        if not src.is_monitor:
+            raise ToxlensError(f"--like {args.like!r}: {src.monitor_refusal()}")
+        path = Path(args.calibrate) / "samples.jsonl"
+        if not path.is_file():
+            raise ToxlensError(
+                f"--calibrate {args.calibrate!r} has no samples.jsonl; expected an evaluate run"
+            )
+        rows = [json.loads(line) for line in path.open(encoding="utf-8")]
+        rows = [r for r in rows if r["condition"] == args.condition]
+        if not rows:
+            raise ToxlensError(f"{path}: no samples of condition {args.condition!r}")
+        out = Path(args.out)
+        check_output_dir(out, False)
+        model = load_model(args.model, "cpu")
+        spec = src.metadata.get("spec")
+        if spec is not None and spec != model.spec:
+            raise ToxlensError(f"--like {args.like!r} was trained on {spec!r}, not on --model {args.model!r}")
+        ids, starts = [], []
+        for r in rows:
+            prompt = model.tokenize(r["prompt"], bool(src.metadata.get("prepend_bos", False)))
+            ids.append(list(prompt) + list(r["tokens"]))
+            starts.append(len(prompt))
+        feats, _ = collect_token_residuals(model, ids, src.layer, src.hook, args.batch_size)
+        keep = torch.cat(
+            [torch.arange(len(row)) >= s for row, s in zip(ids, starts)]
+        )  # generated tokens only
+        feats = feats[keep]
+        src_rate = float((src.score(feats) >= args.threshold).float().mean())
+        gen = torch.Generator().manual_seed(args.seed)
+        w = torch.randn(src.weight.shape[0], generator=gen, dtype=torch.float64)
+        w = (w / w.norm() * src.weight.double().norm()).float()
+        z = ((feats.float() - src.mean) / src.std) @ w
+        bias = calibrated_bias(z, src_rate, args.threshold)
+        meta = dict(src.metadata)
+        meta.update(
+            control={
+                "kind": "random monitor: uniform random weight direction, same norm, standardisation, layer "
+                "and hook as the source; bias calibrated to the source's firing share",
+                "source": str(args.like),
+                "seed": args.seed,
+                "calibrate": str(args.calibrate),
+                "condition": args.condition,
+                "threshold": args.threshold,
+                "calibration_tokens": int(feats.shape[0]),
+                "source_firing_share": src_rate,
+                "control_firing_share": float((torch.sigmoid(z + bias) >= args.threshold).float().mean()),
+            },
+            monitor=True,
+        )
+        probe = Probe(src.layer, src.hook, src.pooling, w, bias, src.mean, src.std, meta)
+        with atomic_directory(out, False) as stage:
+            probe.save(stage)
+        c = meta["control"]
+        print(
+            f"wrote {out}: fires on {c['control_firing_share']:.4f} of {c['calibration_tokens']} calibration "
+            f"tokens at {args.threshold} (source {src_rate:.4f})"
+        )
+        return 0
+
+    return exit_status("random_monitor", run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
