@@ -26,7 +26,7 @@ RECIPES = [
     "eval_edits_smollm2.sh",
     "eval_dose_smollm2.sh",
     "methods_smollm2.sh",
-    "eval_dose_smollm2.sh+eval_words_smollm2.sh",  # the second reads what the first writes
+    "eval_dose_smollm2.sh+eval_monitors_smollm2.sh",  # the second reads what the first writes
 ]
 # what scripts/dose_edits.py writes next to its table (the chosen settings as evaluate flags)
 DOSE_FLAGS = (

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Issue 7's rollback monitors against their controls on smollm2-135m: the MIL monitor (text labels) and a token
+# monitor whose labels come from the human text labels through a word list (text labels -> weighted log-odds
+# words -> token labels; no scorer), each against a random monitor firing on as many generated tokens; surgery
+# with the word-list monitor; and how much of each cut shorter samples explain (the `none` samples cut to the
+# same lengths). Runs after scripts/eval_dose_smollm2.sh: it reuses that script's prompt sets, its `none` runs
+# and its MIL rollback runs at 0.05 (a condition's rows do not depend on the other conditions of its run).
+#   scripts/setup.sh && scripts/eval_dose_smollm2.sh && scripts/eval_monitors_smollm2.sh
+# Every step's output lands under runs/; a step is skipped when its output already exists.
+# Knobs (environment): WORKERS (2) BATCH (50)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+T=.venv/bin/toxlens
+WORKERS=${WORKERS:-2} BATCH=${BATCH:-50}
+PROTOCOL=(--model smollm2-135m --samples 10 --max-new-tokens 20 --seed 0 --top-p 0.9
+  --scorer profanity,better-profanity --batch-size "$BATCH" --workers "$WORKERS" --limit-perplexity 20)
+
+scripts/edit_inputs_smollm2.sh  # evaluation data, neurons located from human labels, the MIL monitor
+[ -f runs/label-words.txt ] || .venv/bin/python scripts/label_words.py --texts runs/eval-data/probe_train.csv \
+  --text-col tweet --label-col class --positive-labels 0,1 --out runs/label-words.txt
+[ -d runs/probe-words ] || $T probe train --model smollm2-135m --data runs/eval-data/probe_train.csv \
+  --text-col tweet --label-col class --positive-labels 0,1 --layer 18 --pooling token --token-labels words \
+  --token-words runs/label-words.txt --limit 4000 --balance --out runs/probe-words
+# the controls: random directions firing on as many generated tokens at 0.05, calibrated on the development prompts
+for m in mil words; do
+  [ -d "runs/probe-$m-random" ] || .venv/bin/python scripts/random_monitor.py --model smollm2-135m \
+    --like "runs/probe-$m" --calibrate runs/eval-project-dev-smollm2 --threshold 0.05 --seed 0 \
+    --out "runs/probe-$m-random"
+done
+
+for set in heldout eval; do
+  if [ "$set" = eval ]; then DATA=runs/eval-data NONE=runs/eval-dose-all-smollm2 S=""; else
+    DATA=runs/eval-data-$set NONE=runs/eval-project-$set-smollm2 S="-$set"; fi
+  ON=(--prompts "$DATA/prompts.jsonl" --perplexity-text "$DATA/neutral.txt")
+  for probe in words words-random mil-random; do
+    [ -d "runs/eval-rollback-$probe-t005$S-smollm2" ] || $T evaluate "${PROTOCOL[@]}" "${ON[@]}" \
+      --conditions rollback --probe "runs/probe-$probe" --threshold 0.05 --out "runs/eval-rollback-$probe-t005$S-smollm2"
+  done
+  [ -d "runs/eval-surgery-rollback-words-t005$S-smollm2" ] || $T evaluate "${PROTOCOL[@]}" "${ON[@]}" \
+    --conditions surgery+rollback --edit-from runs/locate-texts-smollm2 --probe runs/probe-words --threshold 0.05 \
+    --out "runs/eval-surgery-rollback-words-t005$S-smollm2"
+  for run in rollback rollback-words rollback-words-random rollback-mil-random; do
+    [ -f "runs/length-matched-$run-t005$S.json" ] || .venv/bin/python scripts/length_matched.py \
+      --model smollm2-135m --monitored "runs/eval-$run-t005$S-smollm2" --baseline "$NONE" \
+      --out "runs/length-matched-$run-t005$S.json"
+  done
+done
