@@ -96,9 +96,15 @@ def word_list_token_labels(
     """Per token: 1 when a letter run of the word it belongs to is in ``words`` (module docstring)."""
     from lens.label_words import WORD
 
-    listed = {w.strip().lower() for w in words if w.strip()}
+    listed = {w.strip().lower().replace("'", "") for w in words if w.strip()}
     if not listed:
         raise ToxlensError("token_labels='words' needs a non-empty word list")
+    never = sorted(w for w in listed if not WORD.fullmatch(w))
+    if never:
+        raise ToxlensError(
+            f"token_labels='words': listed word(s) {never[:5]} can never match; expected letters a-z only "
+            "(a word is matched by its letter runs, e.g. 'f*ck' by 'f' and 'ck')"
+        )
 
     def hit(word: str) -> int:
         return int(any(r in listed for r in WORD.findall(word.lower().replace("'", ""))))

@@ -76,6 +76,9 @@ def test_word_list_labels_mark_every_token_of_a_listed_word(model: tuple[LensMod
     assert word_list_token_labels(m, texts, with_bos, ["idiot", "jerk"]) == [[0, *row] for row in labels]
     with pytest.raises(ToxlensError, match="non-empty word list"):
         word_list_token_labels(m, texts, ids, [" "])
+    with pytest.raises(ToxlensError, match=r"\['f\*ck', 'two words'\] can never match"):
+        word_list_token_labels(m, texts, ids, ["idiot", "two words", "f*ck"])
+    assert word_list_token_labels(m, ["the cat's"], [m.tokenize("the cat's")], ["CAT'S"])[0][-1] == 1
 
 
 def test_word_labelled_token_probe_finds_the_listed_markers(model: tuple[LensModel, Any]) -> None:
