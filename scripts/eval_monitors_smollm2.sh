@@ -45,3 +45,13 @@ for set in heldout eval; do
       --out "runs/length-matched-$run-t005$S.json"
   done
 done
+# the development prompts (the random monitors were calibrated on them: real monitors only)
+DEV=(--prompts runs/eval-data-dev/prompts.jsonl --perplexity-text runs/eval-data-dev/neutral.txt)
+for m in words mil; do
+  name=$([ "$m" = mil ] && echo rollback || echo rollback-words)
+  [ -d "runs/eval-$name-t005-dev-smollm2" ] || $T evaluate "${PROTOCOL[@]}" "${DEV[@]}" --conditions rollback \
+    --probe "runs/probe-$m" --threshold 0.05 --out "runs/eval-$name-t005-dev-smollm2"
+  [ -f "runs/length-matched-$name-t005-dev.json" ] || .venv/bin/python scripts/length_matched.py --model smollm2-135m \
+    --monitored "runs/eval-$name-t005-dev-smollm2" --baseline runs/eval-project-dev-smollm2 \
+    --out "runs/length-matched-$name-t005-dev.json"
+done
