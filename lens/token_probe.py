@@ -94,7 +94,7 @@ def word_list_token_labels(
     model: LensModel, texts: Sequence[str], ids: Sequence[Sequence[int]], words: Sequence[str]
 ) -> list[list[int]]:
     """Per token: 1 when a letter run of the word it belongs to is in ``words`` (module docstring)."""
-    from lens.label_words import WORD
+    from lens.label_words import WORD, words_of
 
     listed = {w.strip().lower().replace("'", "") for w in words if w.strip()}
     if not listed:
@@ -105,11 +105,7 @@ def word_list_token_labels(
             f"token_labels='words': listed word(s) {never[:5]} can never match; expected letters a-z only "
             "(a word is matched by its letter runs, e.g. 'f*ck' by 'f' and 'ck')"
         )
-
-    def hit(word: str) -> int:
-        return int(any(r in listed for r in WORD.findall(word.lower().replace("'", ""))))
-
-    return [[hit(w) for w in ws] for ws in token_words(model, texts, ids)]
+    return [[int(bool(words_of(w, 1) & listed)) for w in ws] for ws in token_words(model, texts, ids)]
 
 
 def _word_at(text: str, a: int, b: int) -> str:

@@ -52,7 +52,7 @@ def length_matched(
     scorers: dict[str, Callable[[list[str]], list[float]]],
 ) -> dict[str, Any]:
     """Toxicity statistics of the baseline samples cut to the monitored samples' lengths (module docstring)."""
-    from interventions.toxicity_stats import toxicity_stats
+    from interventions.toxicity_stats import TOXIC_AT, toxicity_stats
 
     if set(monitored) != set(baseline):
         raise ToxlensError(
@@ -78,7 +78,7 @@ def length_matched(
             "tp_ci_low": stats["tp_ci_low"],
             "tp_ci_high": stats["tp_ci_high"],
             "expected_max_toxicity": stats["expected_max_toxicity"],
-            "toxic_samples": sum(s >= 0.5 for s in scores),
+            "toxic_samples": sum(s >= TOXIC_AT for s in scores),
         }
     return out
 

@@ -18,7 +18,6 @@ at all; its ``probe.json`` records the source, seed, calibration run and both sh
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -61,6 +60,7 @@ def main() -> int:
 
     def run() -> int:
         import torch
+        from length_matched import read_samples
 
         from lens.io import atomic_directory, check_output_dir
         from lens.loading import load_model
@@ -72,15 +72,7 @@ def main() -> int:
         src = Probe.load(args.like)
         if not src.is_monitor:
             raise ToxlensError(f"--like {args.like!r}: {src.monitor_refusal()}")
-        path = Path(args.calibrate) / "samples.jsonl"
-        if not path.is_file():
-            raise ToxlensError(
-                f"--calibrate {args.calibrate!r} has no samples.jsonl; expected an evaluate run"
-            )
-        rows = [json.loads(line) for line in path.open(encoding="utf-8")]
-        rows = [r for r in rows if r["condition"] == args.condition]
-        if not rows:
-            raise ToxlensError(f"{path}: no samples of condition {args.condition!r}")
+        rows = list(read_samples(args.calibrate, args.condition).values())
         out = Path(args.out)
         check_output_dir(out, False)
         model = load_model(args.model, "cpu")
