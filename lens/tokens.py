@@ -55,7 +55,24 @@ class ToxicTokenSet:
 
 @functools.lru_cache(maxsize=1)
 def default_words(min_prob: float = DEFAULT_MIN_PROB) -> tuple[str, ...]:
-    """Unigrams of alt-profanity-check's shipped vocabulary that its model scores ≥ ``min_prob``."""
+    """Unigrams of alt-profanity-check's shipped vocabulary that its model scores ≥ ``min_prob``.
+
+    The list is kept under ``$TOXLENS_CACHE/words/`` keyed by ``min_prob`` and the versions of
+    alt-profanity-check and scikit-learn (whose pickled model scores the vocabulary), so later runs skip
+    importing and running the classifier (~1 s); ``TOXLENS_CACHE=off`` or an unwritable cache only costs
+    that time."""
+    key = _words_key(min_prob)
+    path = _words_cache_path(key)
+    cached = _read_words_cache(path, key)
+    if cached is not None:
+        return cached
+    words = _score_vocabulary(min_prob)
+    if path is not None:
+        _write_words_cache(path, key, words)
+    return words
+
+
+def _score_vocabulary(min_prob: float) -> tuple[str, ...]:
     try:
         from profanity_check import predict_prob
         from profanity_check.profanity_check import vectorizer
@@ -66,6 +83,67 @@ def default_words(min_prob: float = DEFAULT_MIN_PROB) -> tuple[str, ...]:
     vocab = sorted(w for w in vectorizer.vocabulary_ if w.isalpha() and w.isascii())
     probs = predict_prob(vocab)
     return tuple(w for w, p in zip(vocab, probs) if p >= min_prob)
+
+
+def _words_key(min_prob: float) -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def ver(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    return {
+        "min_prob": float(min_prob),
+        "alt-profanity-check": ver("alt-profanity-check"),
+        "scikit-learn": ver("scikit-learn"),
+    }
+
+
+def _words_cache_path(key: dict[str, Any]) -> Path | None:
+    import hashlib
+    import json
+
+    from lens.gguf_cache import cache_root
+
+    root = cache_root()
+    if root is None or key["alt-profanity-check"] is None:
+        return None
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    return root / "words" / f"profanity-{digest}.json"
+
+
+def _read_words_cache(path: Path | None, key: dict[str, Any]) -> tuple[str, ...] | None:
+    import json
+
+    if path is None or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("key") != key:
+        return None
+    words = data.get("words")
+    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+        return None
+    return tuple(words)
+
+
+def _write_words_cache(path: Path, key: dict[str, Any], words: tuple[str, ...]) -> None:
+    import json
+    import os
+
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps({"key": key, "words": list(words)}), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_words(path: str | Path) -> list[str]:

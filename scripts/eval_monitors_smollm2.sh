@@ -55,3 +55,26 @@ for m in words mil; do
     --monitored "runs/eval-$name-t005-dev-smollm2" --baseline runs/eval-project-dev-smollm2 \
     --out "runs/length-matched-$name-t005-dev.json"
 done
+# leak check: probe_train.csv holds the tweets the held-out and development prompts were cut from (it leaves out
+# only the evaluation prompts'), so both monitors and the word list are rebuilt without them and rerun there
+CLEAN=runs/eval-data/probe_train_clean.csv
+[ -f $CLEAN ] || .venv/bin/python scripts/exclude_prompts.py --texts runs/eval-data/probe_train.csv --text-col tweet \
+  --exclude-prompts runs/eval-data-heldout/prompts.jsonl --exclude-prompts runs/eval-data-dev/prompts.jsonl --out $CLEAN
+[ -f runs/label-words-clean.txt ] || .venv/bin/python scripts/label_words.py --texts $CLEAN \
+  --text-col tweet --label-col class --positive-labels 0,1 --out runs/label-words-clean.txt
+[ -d runs/probe-words-clean ] || $T probe train --model smollm2-135m --data $CLEAN \
+  --text-col tweet --label-col class --positive-labels 0,1 --layer 18 --pooling token --token-labels words \
+  --token-words runs/label-words-clean.txt --limit 4000 --balance --out runs/probe-words-clean
+[ -d runs/probe-mil-clean ] || $T probe train --model smollm2-135m --data $CLEAN \
+  --text-col tweet --label-col class --positive-labels 0,1 --out runs/probe-mil-clean
+for set in heldout dev; do
+  NONE=runs/eval-project-$set-smollm2
+  ON=(--prompts "runs/eval-data-$set/prompts.jsonl" --perplexity-text "runs/eval-data-$set/neutral.txt")
+  for m in words mil; do
+    run=rollback-$m-clean-t005-$set
+    [ -d "runs/eval-$run-smollm2" ] || $T evaluate "${PROTOCOL[@]}" "${ON[@]}" --conditions rollback \
+      --probe "runs/probe-$m-clean" --threshold 0.05 --out "runs/eval-$run-smollm2"
+    [ -f "runs/length-matched-$run.json" ] || .venv/bin/python scripts/length_matched.py --model smollm2-135m \
+      --monitored "runs/eval-$run-smollm2" --baseline "$NONE" --out "runs/length-matched-$run.json"
+  done
+done

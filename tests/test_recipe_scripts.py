@@ -65,6 +65,7 @@ READS = (
     "--calibrate",
     "--monitored",
     "--baseline",
+    "--exclude-prompts",
 )
 
 
