@@ -78,3 +78,51 @@ for set in heldout dev; do
       --monitored "runs/eval-$run-smollm2" --baseline "$NONE" --out "runs/length-matched-$run.json"
   done
 done
+# how much a monitor's cut depends on its training draw: the clean monitors retrained with --seed 1 (and 2), held-out
+for s in 1 2; do
+  for m in words mil; do
+    [ "$m-$s" = mil-2 ] && continue
+    flags=(--out "runs/probe-$m-clean-s$s")
+    [ "$m" = words ] && flags+=(--layer 18 --pooling token --token-labels words --token-words runs/label-words-clean.txt
+      --limit 4000 --balance)
+    [ -d "runs/probe-$m-clean-s$s" ] || $T probe train --model smollm2-135m --data $CLEAN --text-col tweet \
+      --label-col class --positive-labels 0,1 --seed $s "${flags[@]}"
+    [ -d "runs/eval-rollback-$m-clean-s$s-t005-heldout-smollm2" ] || $T evaluate "${PROTOCOL[@]}" \
+      --prompts runs/eval-data-heldout/prompts.jsonl --perplexity-text runs/eval-data-heldout/neutral.txt \
+      --conditions rollback --probe "runs/probe-$m-clean-s$s" --threshold 0.05 \
+      --out "runs/eval-rollback-$m-clean-s$s-t005-heldout-smollm2"
+  done
+done
+# the clean MIL monitor at threshold 0.02 (chosen on the development prompts), its random monitor (calibrated to fire
+# as often at 0.02) and the length-matched baselines
+[ -d runs/probe-mil-clean-random-t002 ] || .venv/bin/python scripts/random_monitor.py --model smollm2-135m \
+  --like runs/probe-mil-clean --calibrate runs/eval-project-dev-smollm2 --threshold 0.02 --seed 0 \
+  --out runs/probe-mil-clean-random-t002
+for set in dev heldout eval; do
+  if [ "$set" = eval ]; then DATA=runs/eval-data NONE=runs/eval-dose-all-smollm2; else
+    DATA=runs/eval-data-$set NONE=runs/eval-project-$set-smollm2; fi
+  for probe in mil-clean mil-clean-random-t002; do
+    [ "$probe" != mil-clean ] && [ "$set" != heldout ] && continue
+    run=rollback-${probe%-t002}-t002-$set
+    [ -d "runs/eval-$run-smollm2" ] || $T evaluate "${PROTOCOL[@]}" --prompts "$DATA/prompts.jsonl" \
+      --perplexity-text "$DATA/neutral.txt" --conditions rollback --probe "runs/probe-$probe" --threshold 0.02 \
+      --out "runs/eval-$run-smollm2"
+    [ -f "runs/length-matched-$run.json" ] || .venv/bin/python scripts/length_matched.py --model smollm2-135m \
+      --monitored "runs/eval-$run-smollm2" --baseline "$NONE" --out "runs/length-matched-$run.json"
+  done
+done
+# the same monitor with a rollback budget of 8 (fewer samples stopped?), and surgery + the clean MIL monitor at 0.02
+for set in dev heldout eval; do
+  if [ "$set" = eval ]; then DATA=runs/eval-data NONE=runs/eval-dose-all-smollm2; else
+    DATA=runs/eval-data-$set NONE=runs/eval-project-$set-smollm2; fi
+  run=rollback-mil-clean-t002-b8-$set
+  [ -d "runs/eval-$run-smollm2" ] || $T evaluate "${PROTOCOL[@]}" --prompts "$DATA/prompts.jsonl" \
+    --perplexity-text "$DATA/neutral.txt" --conditions rollback --budget 8 --probe runs/probe-mil-clean \
+    --threshold 0.02 --out "runs/eval-$run-smollm2"
+  [ -f "runs/length-matched-$run.json" ] || .venv/bin/python scripts/length_matched.py --model smollm2-135m \
+    --monitored "runs/eval-$run-smollm2" --baseline "$NONE" --out "runs/length-matched-$run.json"
+done
+[ -d runs/eval-surgery-rollback-mil-clean-t002-heldout-smollm2 ] || $T evaluate "${PROTOCOL[@]}" \
+  --prompts runs/eval-data-heldout/prompts.jsonl --perplexity-text runs/eval-data-heldout/neutral.txt \
+  --conditions surgery+rollback --edit-from runs/locate-texts-smollm2 --probe runs/probe-mil-clean --threshold 0.02 \
+  --out runs/eval-surgery-rollback-mil-clean-t002-heldout-smollm2
