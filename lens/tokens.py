@@ -133,17 +133,15 @@ def _read_words_cache(path: Path | None, key: dict[str, Any]) -> tuple[str, ...]
 
 def _write_words_cache(path: Path, key: dict[str, Any], words: tuple[str, ...]) -> None:
     import json
-    import os
 
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    from lens.io import atomic_file
+
+    text = json.dumps({"key": key, "words": list(words)})
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({"key": key, "words": list(words)}), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_file(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     except OSError:
         pass
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_words(path: str | Path) -> list[str]:

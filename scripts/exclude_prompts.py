@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 from make_dev_data import prompts_of  # noqa: E402
 
 from lens.errors import ToxlensError, exit_status  # noqa: E402
+from lens.io import atomic_file  # noqa: E402
 
 
 def keep_rows(
@@ -66,16 +66,15 @@ def main() -> int:
                 f"--text-col {args.text_col!r} is not a column of {args.texts!r}; columns: {fields}"
             )
         kept, dropped = keep_rows(rows, args.text_col, prompts)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        try:
-            with tmp.open("w", newline="", encoding="utf-8") as f:
+
+        def write(tmp: str) -> None:
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
                 writer = csv.DictWriter(f, fieldnames=fields)
                 writer.writeheader()
                 writer.writerows(kept)
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_file(out, write)
         print(
             f"wrote {len(kept)} of {len(rows)} rows to {out} ({dropped} left out: they start with one "
             f"of {len(prompts)} prompts)"
