@@ -122,6 +122,12 @@ for set in dev heldout eval; do
   [ -f "runs/length-matched-$run.json" ] || .venv/bin/python scripts/length_matched.py --model smollm2-135m \
     --monitored "runs/eval-$run-smollm2" --baseline "$NONE" --out "runs/length-matched-$run.json"
 done
+run=rollback-mil-clean-random-t002-b8-heldout  # its random control at budget 8
+[ -d "runs/eval-$run-smollm2" ] || $T evaluate "${PROTOCOL[@]}" --prompts runs/eval-data-heldout/prompts.jsonl \
+  --perplexity-text runs/eval-data-heldout/neutral.txt --conditions rollback --budget 8 \
+  --probe runs/probe-mil-clean-random-t002 --threshold 0.02 --out "runs/eval-$run-smollm2"
+[ -f "runs/length-matched-$run.json" ] || .venv/bin/python scripts/length_matched.py --model smollm2-135m \
+  --monitored "runs/eval-$run-smollm2" --baseline runs/eval-project-heldout-smollm2 --out "runs/length-matched-$run.json"
 [ -d runs/eval-surgery-rollback-mil-clean-t002-heldout-smollm2 ] || $T evaluate "${PROTOCOL[@]}" \
   --prompts runs/eval-data-heldout/prompts.jsonl --perplexity-text runs/eval-data-heldout/neutral.txt \
   --conditions surgery+rollback --edit-from runs/locate-texts-smollm2 --probe runs/probe-mil-clean --threshold 0.02 \
