@@ -25,16 +25,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lens.io import cache_root as cache_root  # re-exported (tests, callers of this module)
+
 KEY_FILE = "toxlens-key.json"
 Loaded = tuple[Any, Any]  # (tokenizer, model)
-
-
-def cache_root() -> Path | None:
-    """The cache directory, or ``None`` when ``TOXLENS_CACHE=off``."""
-    value = os.environ.get("TOXLENS_CACHE", "").strip()
-    if value.lower() in ("off", "0", "false", "no"):
-        return None
-    return Path(value).expanduser() if value else Path.home() / ".cache" / "toxlens"
 
 
 def gguf_key(gguf: Path) -> dict[str, Any]:

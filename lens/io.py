@@ -25,6 +25,15 @@ from lens.errors import ToxlensError
 MARKER = ".toxlens-output"
 
 
+def cache_root() -> Path | None:
+    """toxlens's cache directory (``$TOXLENS_CACHE``, default ``~/.cache/toxlens``; ``None`` when it is ``off``),
+    shared by the converted-model cache (:mod:`lens.gguf_cache`) and the default word list (:mod:`lens.tokens`)."""
+    value = os.environ.get("TOXLENS_CACHE", "").strip()
+    if value.lower() in ("off", "0", "false", "no"):
+        return None
+    return Path(value).expanduser() if value else Path.home() / ".cache" / "toxlens"
+
+
 def atomic_file(path: Path, write: Callable[[str], object]) -> None:
     """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

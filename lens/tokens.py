@@ -105,7 +105,7 @@ def _words_cache_path(key: dict[str, Any]) -> Path | None:
     import hashlib
     import json
 
-    from lens.gguf_cache import cache_root
+    from lens.io import cache_root
 
     root = cache_root()
     if root is None or key["alt-profanity-check"] is None:

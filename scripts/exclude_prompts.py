@@ -31,8 +31,8 @@ def keep_rows(
     rows: list[dict[str, str]], text_col: str, prompts: list[str]
 ) -> tuple[list[dict[str, str]], int]:
     """The rows whose ``text_col`` starts with none of ``prompts``, and how many were left out."""
-    starts = tuple(p for p in prompts if p)
-    kept = [r for r in rows if not r[text_col].startswith(starts)] if starts else list(rows)
+    starts = tuple(p for p in prompts if p)  # an empty prompt would match every row
+    kept = [r for r in rows if not r[text_col].startswith(starts)]
     return kept, len(rows) - len(kept)
 
 
