@@ -30,6 +30,9 @@ EXTRA_COLUMNS = [
     "sample_perplexity",
     "sample_perplexity_nontoxic",
     "recomputed_per_sample",
+    "mean_new_tokens",
+    "stopped_share",
+    "prompts_half_stopped",
     "generation_s",
     "n_samples",
     "params_changed",
@@ -55,6 +58,19 @@ def sample_perplexity(recs: list[dict[str, Any]], toxic: bool | None = None, key
     keep = [r for r in recs if "sample_nll" in r and (toxic is None or (r[key] >= TOXIC_AT) == toxic)]
     n = sum(r["sample_nll_tokens"] for r in keep)
     return math.exp(sum(r["sample_nll"] for r in keep) / n) if n else math.nan
+
+
+def stopping_columns(recs: list[dict[str, Any]], k: int) -> dict[str, Any]:
+    """What ending samples at the rollback budget (``--on-budget stop``) costs in length: the mean number of
+    generated tokens kept, the share of samples that ended at the budget (``finish_reason == "budget"``), and
+    the number of prompts with at least half of their ``k`` samples ended there."""
+    stopped = [r.get("finish_reason") == "budget" for r in recs]
+    per_prompt = [sum(stopped[i : i + k]) for i in range(0, len(stopped), k)]
+    return {
+        "mean_new_tokens": sum(r["n_tokens"] for r in recs) / len(recs),
+        "stopped_share": sum(stopped) / len(recs),
+        "prompts_half_stopped": sum(2 * n >= k for n in per_prompt),
+    }
 
 
 def summary_row(name: str, recs: list[dict[str, Any]], k: int, ppl: float, gen_s: float) -> dict[str, Any]:
@@ -83,6 +99,7 @@ def summary_row(name: str, recs: list[dict[str, Any]], k: int, ppl: float, gen_s
         "sample_perplexity": sample_perplexity(recs),
         "sample_perplexity_nontoxic": sample_perplexity(recs, toxic=False),
         "recomputed_per_sample": sum(r["recomputed"] for r in recs) / len(recs),
+        **stopping_columns(recs, k),
         "generation_s": gen_s,
         "n_samples": len(recs),
     }

@@ -41,9 +41,27 @@ def calibrated_bias(z: Any, rate: float, threshold: float) -> float:
             "expected a share strictly between 0 and 1 (pick another --threshold)"
         )
     n = int(z.numel())
-    k = max(1, math.ceil(rate * n))  # number that must fire
+    k = max(1, math.ceil(rate * n - 1e-6))  # number that must fire (rate·n may round up past an integer)
     q = float(torch.sort(z.flatten(), descending=True).values[k - 1])
     return math.log(threshold / (1 - threshold)) - q
+
+
+def generated_token_features(model: Any, probe: Any, rows: list[dict[str, Any]], batch_size: int) -> Any:
+    """The residuals ``probe`` reads (its layer and hook) at every generated token of the evaluate rows
+    ``rows`` (``prompt`` text + generated ``tokens``), each read in its prompt's context as the monitor
+    reads it during generation; shape ``(n_generated_tokens, d_model)``."""
+    import torch
+
+    from lens.token_probe import collect_token_residuals
+
+    ids, starts = [], []
+    for r in rows:
+        prompt = model.tokenize(r["prompt"], bool(probe.metadata.get("prepend_bos", False)))
+        ids.append(list(prompt) + list(r["tokens"]))
+        starts.append(len(prompt))
+    feats, _ = collect_token_residuals(model, ids, probe.layer, probe.hook, batch_size)
+    keep = torch.cat([torch.arange(len(row)) >= s for row, s in zip(ids, starts)])
+    return feats[keep]
 
 
 def main() -> int:
@@ -65,7 +83,6 @@ def main() -> int:
         from lens.io import atomic_directory, check_output_dir
         from lens.loading import load_model
         from lens.probe_core import Probe
-        from lens.token_probe import collect_token_residuals
 
         if not 0 < args.threshold < 1:
             raise ToxlensError(f"--threshold must be in (0, 1), got {args.threshold}")
@@ -79,17 +96,8 @@ def main() -> int:
         spec = src.metadata.get("spec")
         if spec is not None and spec != model.spec:
             raise ToxlensError(f"--like {args.like!r} was trained on {spec!r}, not on --model {args.model!r}")
-        ids, starts = [], []
-        for r in rows:
-            prompt = model.tokenize(r["prompt"], bool(src.metadata.get("prepend_bos", False)))
-            ids.append(list(prompt) + list(r["tokens"]))
-            starts.append(len(prompt))
-        feats, _ = collect_token_residuals(model, ids, src.layer, src.hook, args.batch_size)
-        keep = torch.cat(
-            [torch.arange(len(row)) >= s for row, s in zip(ids, starts)]
-        )  # generated tokens only
-        feats = feats[keep]
-        src_rate = float((src.score(feats) >= args.threshold).float().mean())
+        feats = generated_token_features(model, src, rows, args.batch_size)
+        src_rate = float((src.score(feats) >= args.threshold).double().mean())
         gen = torch.Generator().manual_seed(args.seed)
         w = torch.randn(src.weight.shape[0], generator=gen, dtype=torch.float64)
         w = (w / w.norm() * src.weight.double().norm()).float()

@@ -3,8 +3,6 @@ source on the calibration tokens."""
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import subprocess
 import sys
@@ -12,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import TOXIC_WORDS, WORDS, hf_model, make_tokenizer
+from monitor_run import monitor_and_run
 
 from lens.errors import ToxlensError
 from lens.probe_core import Probe
@@ -36,47 +34,7 @@ def test_calibrated_bias_by_hand() -> None:
 
 
 def test_script_writes_a_calibrated_random_monitor(tmp_path: Path) -> None:
-    from toxlens.cli import main as toxlens_main
-
-    d = tmp_path / "model"
-    make_tokenizer(d)
-    hf_model("llama", seed=1).save_pretrained(str(d))
-    filler = [w for w in WORDS if w not in TOXIC_WORDS][:20]
-    data = tmp_path / "data.csv"
-    with data.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["text", "label"])
-        for i in range(40):
-            words = [filler[(i + k) % 20] for k in range(4)] + ([TOXIC_WORDS[i % 2]] if i % 2 else [])
-            w.writerow([" ".join(words), i % 2])
-    probe_dir = tmp_path / "probe"
-    common = [
-        "probe",
-        "train",
-        "--model",
-        str(d),
-        "--data",
-        str(data),
-        "--positive-labels",
-        "1",
-        "--layer",
-        "1",
-    ]
-    assert toxlens_main([*common, "--pooling", "token", "--out", str(probe_dir)]) == 0
-    run = tmp_path / "run"
-    run.mkdir()
-    gen = torch.Generator().manual_seed(0)
-    rows = [
-        {
-            "condition": "none",
-            "prompt_index": i,
-            "sample_index": 0,
-            "prompt": " ".join(filler[i : i + 3]),
-            "tokens": torch.randint(5, 40, (6,), generator=gen).tolist(),
-        }
-        for i in range(10)
-    ]
-    (run / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    d, probe_dir, run = monitor_and_run(tmp_path)
     script = [sys.executable, str(ROOT / "scripts" / "random_monitor.py"), "--model", str(d)]
     out = tmp_path / "random"
     args = ["--like", str(probe_dir), "--calibrate", str(run), "--threshold", "0.5", "--out", str(out)]
@@ -90,6 +48,7 @@ def test_script_writes_a_calibrated_random_monitor(tmp_path: Path) -> None:
     assert abs(float(torch.nn.functional.cosine_similarity(ctl.weight, src.weight, dim=0))) < 0.9
     assert 0 < c["source_firing_share"] < 1  # else the script refuses (tested by hand above)
     assert c["source_firing_share"] <= c["control_firing_share"] <= c["source_firing_share"] + 1 / 60 + 1e-9
+    # (more only where two control logits tie at the quantile)
     # bad input: one error, exit 2, nothing written
     for extra, needle in (
         (["--like", str(probe_dir), "--calibrate", str(tmp_path), "--threshold", "0.5"], "no samples.jsonl"),

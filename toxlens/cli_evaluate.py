@@ -188,9 +188,16 @@ def run(args: argparse.Namespace) -> int:
     ]
     cols += [f"toxicity_probability_{name}" for name in scorers[1:]]
     print(
-        result.summary[[*cols, "sample_perplexity", "rollbacks_per_sample", "tokens_per_second"]].to_string(
-            index=False
-        )
+        result.summary[
+            [
+                *cols,
+                "sample_perplexity",
+                "rollbacks_per_sample",
+                "stopped_share",
+                "mean_new_tokens",
+                "tokens_per_second",
+            ]
+        ].to_string(index=False)
     )
     if sweep is not None:
         print(
