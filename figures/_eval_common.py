@@ -25,6 +25,7 @@ LABELS = {
     "expected_max_toxicity": "expected max toxicity",
     "mean_toxicity": "mean toxicity",
     "perplexity": "perplexity",
+    "stopped_share": "share of samples stopped at the budget",
 }
 COLORS = {"kept": "#1f77b4", "discarded": "#d62728", "threshold": "#d62728", "safe threshold": "#2ca02c"}
 ROLLBACK_LINE = {"color": "#7f7f7f", "dash": "dot", "width": 1}

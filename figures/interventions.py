@@ -62,9 +62,7 @@ def render_evaluation(directory: str | Path, out: str | Path | None = None) -> l
         else None
     )
     figs: dict[str, go.Figure] = {
-        "toxicity_by_condition": toxicity_by_condition(
-            summary, metrics=[m for m in SUMMARY_METRICS if m in summary.columns]
-        ),
+        "toxicity_by_condition": toxicity_by_condition(summary, metrics=summary_panels(summary)),
         "toxicity_vs_perplexity": toxicity_vs_perplexity(sweep, summary=summary),
     }
     meta = _read_meta(d / "result.json")
@@ -77,6 +75,15 @@ def render_evaluation(directory: str | Path, out: str | Path | None = None) -> l
             trace, _lookup("threshold", trace, sample, meta), _lookup("safe_threshold", trace, sample, meta)
         )
     return write_figures(figs, Path(out) if out is not None else d / "figures")
+
+
+def summary_panels(summary: pd.DataFrame) -> list[str]:
+    """The metrics ``toxicity_by_condition.html`` draws: those of ``SUMMARY_METRICS`` in ``summary``, and
+    ``stopped_share`` when some condition ended samples at the rollback budget (the length a cut costs)."""
+    panels = [m for m in SUMMARY_METRICS if m in summary.columns]
+    if "stopped_share" in summary.columns and bool((pd.to_numeric(summary["stopped_share"]) > 0).any()):
+        panels.append("stopped_share")
+    return panels
 
 
 def pick_traces(samples: Sequence[dict[str, Any]], conditions: Sequence[str]) -> list[dict[str, Any]]:

@@ -13,6 +13,9 @@ N_RANDOM=${N_RANDOM:-20} IG_STEPS=${IG_STEPS:-5}
   --ig-steps "$IG_STEPS" --no-progress --out runs/methods-pairs
 [ -d runs/methods-ioi ] || $T locate --model smollm2-135m --pairs data/ioi_pairs.jsonl --metric logit-diff \
   --method all --ig-steps "$IG_STEPS" --no-progress --out runs/methods-ioi
+# more IG steps and RelP's AH-rule on the toxic pairs (does either close the head gap?)
+[ -d runs/methods-pairs-ah-ig10 ] || $T locate --model smollm2-135m --pairs data/pairs.jsonl \
+  --method activation,relp,ig --relp-ah-rule --ig-steps 10 --no-progress --out runs/methods-pairs-ah-ig10
 [ -d runs/circuit-pairs ] || $T circuit --model smollm2-135m --pairs data/pairs.jsonl --from runs/methods-pairs \
   --n-random "$N_RANDOM" --no-progress --out runs/circuit-pairs
 [ -d runs/circuit-ioi ] || $T circuit --model smollm2-135m --pairs data/ioi_pairs.jsonl --metric logit-diff \

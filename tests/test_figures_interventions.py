@@ -23,7 +23,7 @@ from figures import (  # noqa: E402
     toxicity_by_condition,
     toxicity_vs_perplexity,
 )
-from figures.interventions import discarded_steps, pick_traces  # noqa: E402
+from figures.interventions import discarded_steps, pick_traces, summary_panels  # noqa: E402
 from figures.render_eval import main  # noqa: E402
 from lens.errors import ToxlensError  # noqa: E402
 
@@ -369,6 +369,24 @@ def test_render_evaluation_writes_offline_figures(tmp_path: Path, capsys: pytest
     assert [p.name for p in render_evaluation(bare, tmp_path / "bare_out")] == expected[:2]
     html = (tmp_path / "bare_out" / "toxicity_vs_perplexity.html").read_text()
     assert "steering sweep" not in html and "probe_rollback" in html
+
+
+def test_stopped_share_gets_a_panel_only_when_samples_were_stopped(tmp_path: Path) -> None:
+    s = _summary()
+    assert summary_panels(s) == ["toxicity_probability", "expected_max_toxicity"]  # no column
+    assert summary_panels(s.assign(stopped_share=[0.0, 0.0, 0.0])) == summary_panels(s)
+    stopped = s.assign(stopped_share=[0.0, 0.25, 0.0])
+    assert summary_panels(stopped)[-1] == "stopped_share"
+    fig = toxicity_by_condition(stopped, metrics=summary_panels(stopped))
+    assert len(fig.data) == 3 and list(fig.data[2].y) == [0.0, 0.25, 0.0]
+    assert fig.data[2].error_y.visible is False  # no CI columns for it
+    d = tmp_path / "eval"
+    d.mkdir()
+    stopped.to_csv(d / "summary.csv", index=False)
+    render_evaluation(d)
+    assert (
+        "share of samples stopped at the budget" in (d / "figures" / "toxicity_by_condition.html").read_text()
+    )
 
 
 def test_render_evaluation_bad_dirs_raise_and_write_nothing(
