@@ -157,3 +157,11 @@ for s in 8 32; do
   LM=0 monitored "rollback-steer$s-mil-clean-t002-b8-dev" dev --conditions rollback+steer --correct-scale "$s" \
     --budget 8 --probe runs/probe-mil-clean --threshold 0.02
 done
+# an edit that leaves the text as the unedited model writes it (dampen, AurA: sample perplexity unchanged alone)
+# with the unedited model's monitor at the recommended point: does an edit of the residual stream upset the monitor?
+LM=0 monitored dampen-rollback-mil-clean-t002-b8-heldout heldout --conditions dampen,dampen+rollback \
+  --dampen-from runs/locate-texts-smollm2 --budget 8 --probe runs/probe-mil-clean --threshold 0.02
+for set in eval dev; do
+  LM=0 monitored "dampen-rollback-mil-clean-t002-b8-$set" $set --conditions dampen+rollback \
+    --dampen-from runs/locate-texts-smollm2 --budget 8 --probe runs/probe-mil-clean --threshold 0.02
+done
