@@ -136,12 +136,12 @@ LM=0 monitored surgery-rollback-milsurg-t002-b8-dev dev --conditions surgery,sur
 TH=$(threshold_of runs/threshold-mil-surgery.json)
 LM=0 monitored "surgery-rollback-milsurg-t$TH-b8-dev" dev --conditions surgery+rollback "${SURG[@]}" --threshold "$TH"
 # replicates of the recommended operating point (clean MIL, 0.02, budget 8): another sampling seed, with its own
-# `none`, on the held-out and evaluation prompts (the later --seed overrides PROTOCOL's), and the monitor's second
+# `none`, on every prompt set (the later --seed overrides PROTOCOL's), and the monitor's second
 # training draw (runs/probe-mil-clean-s1) on the held-out prompts, at 0.02 and at the threshold where it fires as
 # often as runs/probe-mil-clean at 0.02 on the development prompts' `none` samples
+REC=(--budget 8 --probe runs/probe-mil-clean --threshold 0.02)  # the recommended operating point
 for set in dev heldout eval; do
-  LM=0 monitored "rollback-mil-clean-t002-b8-seed1-$set" $set --conditions none,rollback --seed 1 --budget 8 \
-    --probe runs/probe-mil-clean --threshold 0.02
+  LM=0 monitored "rollback-mil-clean-t002-b8-seed1-$set" $set --conditions none,rollback --seed 1 "${REC[@]}"
 done
 LM=0 monitored rollback-mil-clean-s1-t002-b8-heldout heldout --conditions rollback --budget 8 \
   --probe runs/probe-mil-clean-s1 --threshold 0.02
@@ -155,13 +155,13 @@ LM=0 monitored "rollback-mil-clean-s1-t$TH1-b8-heldout" heldout --conditions rol
 # of the block after the monitor's, for 8 tokens), development prompts
 for s in 8 32; do
   LM=0 monitored "rollback-steer$s-mil-clean-t002-b8-dev" dev --conditions rollback+steer --correct-scale "$s" \
-    --budget 8 --probe runs/probe-mil-clean --threshold 0.02
+    "${REC[@]}"
 done
 # an edit that leaves the text as the unedited model writes it (dampen, AurA: sample perplexity unchanged alone)
 # with the unedited model's monitor at the recommended point: does an edit of the residual stream upset the monitor?
 LM=0 monitored dampen-rollback-mil-clean-t002-b8-heldout heldout --conditions dampen,dampen+rollback \
-  --dampen-from runs/locate-texts-smollm2 --budget 8 --probe runs/probe-mil-clean --threshold 0.02
+  --dampen-from runs/locate-texts-smollm2 "${REC[@]}"
 for set in eval dev; do
   LM=0 monitored "dampen-rollback-mil-clean-t002-b8-$set" $set --conditions dampen+rollback \
-    --dampen-from runs/locate-texts-smollm2 --budget 8 --probe runs/probe-mil-clean --threshold 0.02
+    --dampen-from runs/locate-texts-smollm2 "${REC[@]}"
 done

@@ -12,7 +12,7 @@ over, this script sets ``--probe``'s threshold so that it fires on the same shar
 reference does: the share is given (``--share``) or measured (``--like`` at ``--like-threshold`` on the
 ``--like-condition`` samples of ``--like-calibrate``, read by ``--like-model``, default ``--model``). Tokens are
 the generated tokens of the ``--condition`` samples of ``--calibrate``, each read in its prompt's context as the
-monitor reads it during generation (``random_monitor.generated_token_features``). With ``n`` tokens and share
+monitor reads it during generation (``random_monitor.monitor_features``). With ``n`` tokens and share
 ``s``, the threshold is the ``ceil(s·n)``-th highest score, so at least that share fires (rollback fires at
 score ≥ threshold). Calibrate on other prompts than the ones evaluated. ``--out`` (JSON, written whole or not at
 all) records both monitors, runs, shares and the threshold; the threshold is also printed.
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,36 +35,14 @@ from lens.errors import ToxlensError, exit_status  # noqa: E402
 
 def matched_threshold(scores: Any, share: float) -> float:
     """The threshold ``t`` at which ``mean(scores >= t) >= share`` with the fewest extra firings: the
-    ``ceil(share · n)``-th highest score."""
-    import torch
+    ``ceil(share · n)``-th highest score (:func:`random_monitor.top_share_cut`)."""
+    from random_monitor import top_share_cut
 
     if not 0 < share < 1:
         raise ToxlensError(
             f"share {share:.4g} of tokens to fire on; expected a share strictly between 0 and 1"
         )
-    n = int(scores.numel())
-    if n == 0:
-        raise ToxlensError("no generated tokens to calibrate on; expected a run whose samples have tokens")
-    k = max(1, math.ceil(share * n - 1e-6))  # share·n may round up past an integer
-    return float(torch.sort(scores.flatten().double(), descending=True).values[k - 1])
-
-
-def _monitor_scores(model_spec: str, probe_dir: str, run: str, condition: str, batch_size: int) -> Any:
-    from length_matched import read_samples
-    from random_monitor import generated_token_features
-
-    from lens.loading import load_model
-    from lens.probe_core import Probe
-
-    probe = Probe.load(probe_dir)
-    if not probe.is_monitor:
-        raise ToxlensError(f"{probe_dir!r}: {probe.monitor_refusal()}")
-    rows = list(read_samples(run, condition).values())
-    model = load_model(model_spec, "cpu")
-    spec = probe.metadata.get("spec")
-    if spec is not None and spec != model.spec:
-        raise ToxlensError(f"{probe_dir!r} was trained on {spec!r}, not on model {model_spec!r}")
-    return probe.score(generated_token_features(model, probe, rows, batch_size)).float()
+    return top_share_cut(scores, share)
 
 
 def main() -> int:
@@ -103,13 +80,27 @@ def main() -> int:
             raise ToxlensError(f"--like-threshold must be in (0, 1), got {args.like_threshold}")
         if args.share is not None and not 0 < args.share < 1:
             raise ToxlensError(f"--share must be in (0, 1), got {args.share}")
+        from random_monitor import monitor_features, read_monitor
+
+        from lens.loading import load_model
+
+        # every input is read and checked before a model is loaded; a model both monitors watch loads once
+        probe, rows = read_monitor(args.probe, args.calibrate, args.condition, "--probe")
+        like_model = args.like_model or args.model
+        if args.like is not None:
+            ref_probe, ref_rows = read_monitor(args.like, args.like_calibrate, args.like_condition, "--like")
+        models: dict[str, Any] = {}
+
+        def scores_of(p: Any, r: list[dict[str, Any]], spec: str, names: tuple[str, str]) -> Any:
+            if spec not in models:
+                models[spec] = load_model(spec, "cpu")
+            return p.score(monitor_features(models[spec], p, r, args.batch_size, names)).float()
+
         reference: dict[str, Any] | None = None
         share = args.share
         if args.like is not None:
-            like_model = args.like_model or args.model
-            ref = _monitor_scores(
-                like_model, args.like, args.like_calibrate, args.like_condition, args.batch_size
-            )
+            names = (f"--like {args.like!r}", f"--like-model {like_model!r}")
+            ref = scores_of(ref_probe, ref_rows, like_model, names)
             share = float((ref >= args.like_threshold).double().mean())
             reference = {
                 "probe": args.like,
@@ -120,7 +111,7 @@ def main() -> int:
                 "tokens": int(ref.numel()),
                 "firing_share": share,
             }
-        scores = _monitor_scores(args.model, args.probe, args.calibrate, args.condition, args.batch_size)
+        scores = scores_of(probe, rows, args.model, (f"--probe {args.probe!r}", f"--model {args.model!r}"))
         threshold = matched_threshold(scores, share)
         result = {
             "threshold": threshold,

@@ -29,31 +29,58 @@ sys.path.insert(0, str(ROOT))
 from lens.errors import ToxlensError, exit_status  # noqa: E402
 
 
+def top_share_cut(values: Any, share: float) -> float:
+    """The ``ceil(share · n)``-th highest of the ``n`` values: at least ``share`` of them are ``>=`` it, with the
+    fewest extra (``share · n`` may round up past an integer, hence the small tolerance)."""
+    import torch
+
+    n = int(values.numel())
+    if n == 0:
+        raise ToxlensError("no generated tokens to calibrate on; expected a run whose samples have tokens")
+    k = max(1, math.ceil(share * n - 1e-6))
+    return float(torch.sort(values.flatten().double(), descending=True).values[k - 1])
+
+
 def calibrated_bias(z: Any, rate: float, threshold: float) -> float:
     """The bias ``b`` with ``mean(sigmoid(z + b) >= threshold) ≈ rate`` for the logits-without-bias ``z``:
     ``b = logit(threshold) − q`` with ``q`` the ``(1 − rate)`` quantile of ``z`` (the lower of the two order
-    statistics around it, so at least ``rate`` of them fire)."""
-    import torch
-
+    statistics around it, so at least ``rate`` of them fire: :func:`top_share_cut`)."""
     if not 0 < rate < 1:
         raise ToxlensError(
             f"the source probe fires on a share {rate:.4g} of the calibration tokens at threshold {threshold}; "
             "expected a share strictly between 0 and 1 (pick another --threshold)"
         )
-    n = int(z.numel())
-    k = max(1, math.ceil(rate * n - 1e-6))  # number that must fire (rate·n may round up past an integer)
-    q = float(torch.sort(z.flatten(), descending=True).values[k - 1])
-    return math.log(threshold / (1 - threshold)) - q
+    return math.log(threshold / (1 - threshold)) - top_share_cut(z, rate)
 
 
-def generated_token_features(model: Any, probe: Any, rows: list[dict[str, Any]], batch_size: int) -> Any:
+def read_monitor(probe_dir: str, run: str, condition: str, flag: str) -> tuple[Any, list[dict[str, Any]]]:
+    """The saved monitor ``probe_dir`` (given as ``flag``) and the ``condition`` rows of the evaluate run
+    ``run``; refuses a probe that is no monitor. Nothing is loaded beyond the two files."""
+    from length_matched import read_samples
+
+    from lens.probe_core import Probe
+
+    probe = Probe.load(probe_dir)
+    if not probe.is_monitor:
+        raise ToxlensError(f"{flag} {probe_dir!r}: {probe.monitor_refusal()}")
+    return probe, list(read_samples(run, condition).values())
+
+
+def monitor_features(
+    model: Any, probe: Any, rows: list[dict[str, Any]], batch_size: int, names: tuple[str, str]
+) -> Any:
     """The residuals ``probe`` reads (its layer and hook) at every generated token of the evaluate rows
     ``rows`` (``prompt`` text + generated ``tokens``), each read in its prompt's context as the monitor
-    reads it during generation; shape ``(n_generated_tokens, d_model)``."""
+    reads it during generation; shape ``(n_generated_tokens, d_model)``. ``names``: how the probe and the
+    model were given (``--like DIR``, ``--model SPEC``), for the error when the probe was trained on another
+    model."""
     import torch
 
     from lens.token_probe import collect_token_residuals
 
+    spec = probe.metadata.get("spec")
+    if spec is not None and spec != model.spec:
+        raise ToxlensError(f"{names[0]} was trained on {spec!r}, not on {names[1]}")
     ids, starts = [], []
     for r in rows:
         prompt = model.tokenize(r["prompt"], bool(probe.metadata.get("prepend_bos", False)))
@@ -78,7 +105,6 @@ def main() -> int:
 
     def run() -> int:
         import torch
-        from length_matched import read_samples
 
         from lens.io import atomic_directory, check_output_dir
         from lens.loading import load_model
@@ -86,17 +112,12 @@ def main() -> int:
 
         if not 0 < args.threshold < 1:
             raise ToxlensError(f"--threshold must be in (0, 1), got {args.threshold}")
-        src = Probe.load(args.like)
-        if not src.is_monitor:
-            raise ToxlensError(f"--like {args.like!r}: {src.monitor_refusal()}")
-        rows = list(read_samples(args.calibrate, args.condition).values())
+        src, rows = read_monitor(args.like, args.calibrate, args.condition, "--like")
         out = Path(args.out)
         check_output_dir(out, False)
         model = load_model(args.model, "cpu")
-        spec = src.metadata.get("spec")
-        if spec is not None and spec != model.spec:
-            raise ToxlensError(f"--like {args.like!r} was trained on {spec!r}, not on --model {args.model!r}")
-        feats = generated_token_features(model, src, rows, args.batch_size)
+        names = (f"--like {args.like!r}", f"--model {args.model!r}")
+        feats = monitor_features(model, src, rows, args.batch_size, names)
         src_rate = float((src.score(feats) >= args.threshold).double().mean())
         gen = torch.Generator().manual_seed(args.seed)
         w = torch.randn(src.weight.shape[0], generator=gen, dtype=torch.float64)
